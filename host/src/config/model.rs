@@ -1,0 +1,232 @@
+//! The validated route file: the only form of configuration the running gateway sees.
+//!
+//! Everything here is resolved and checked: references are indices, durations are
+//! [`Duration`]s, sizes are byte counts, certificates are parsed. It is built by
+//! [`super::validate`] from the raw serde mirror in [`super::raw`], and never derives
+//! `Deserialize` itself.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, StatusCode};
+use ipnet::IpNet;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+use crate::path::PathOptions;
+use crate::router::Router;
+
+/// Default for `[server] max_body`: the largest request body the gateway accepts.
+pub const DEFAULT_MAX_BODY_BYTES: u64 = 10 * 1024 * 1024;
+/// Default for `[server] request_timeout`.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default for `[server] header_read_timeout`.
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default for `[server] idle_timeout`.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default for `[server] max_headers`.
+pub const DEFAULT_MAX_HEADERS: usize = 100;
+/// Default for `[server] max_header_bytes`.
+pub const DEFAULT_MAX_HEADER_BYTES: usize = 32 * 1024;
+/// Default for `[server] max_connections`.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+/// Default for `[server] shutdown_grace`.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+/// Default for `[upstreams.*] connect_timeout`.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Default for `[upstreams.*] timeout`.
+pub const DEFAULT_UPSTREAM_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default for `[upstreams.*] retries`.
+pub const DEFAULT_RETRIES: u32 = 1;
+/// Default for `[upstreams.*] eject.failures`.
+pub const DEFAULT_EJECT_FAILURES: u32 = 5;
+/// Default for `[upstreams.*] eject.duration`.
+pub const DEFAULT_EJECT_DURATION: Duration = Duration::from_secs(30);
+/// Default for `[upstreams.*] pool.max_idle` (per target).
+pub const DEFAULT_POOL_MAX_IDLE: usize = 64;
+/// Default for `[upstreams.*] pool.idle_timeout`.
+pub const DEFAULT_POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+/// Default weight of an upstream target.
+pub const DEFAULT_TARGET_WEIGHT: u32 = 1;
+
+/// A whole, validated route file.
+#[derive(Debug)]
+pub struct Config {
+    /// The file this was read from (for messages and reloads).
+    pub source: PathBuf,
+    pub server: Server,
+    /// Named upstream pools; routes refer to them by index.
+    pub upstreams: Vec<Upstream>,
+    /// Routes in file order; the router refers to them by index.
+    pub routes: Vec<Route>,
+    /// The compiled route table (built from `routes`).
+    pub router: Router,
+}
+
+/// `[server]`.
+#[derive(Debug)]
+pub struct Server {
+    /// `listen`: plain HTTP listener. At least one of `listen` and `tls.listen` is set.
+    pub listen: Option<SocketAddr>,
+    /// `admin`: the admin listener (health, readiness).
+    pub admin: Option<SocketAddr>,
+    /// `[server.tls]`.
+    pub tls: Option<Tls>,
+    /// `workers`: runtime worker threads; `None` = one per CPU.
+    pub workers: Option<usize>,
+    /// `max_body`, bytes.
+    pub max_body: u64,
+    /// `request_timeout`: from the request head to the response head.
+    pub request_timeout: Duration,
+    /// `header_read_timeout`: a client must send a whole request head within this.
+    pub header_read_timeout: Duration,
+    /// `idle_timeout`: a connection with no request in flight is closed after this.
+    pub idle_timeout: Duration,
+    /// `max_headers`: the most request header fields accepted (`431` past it).
+    pub max_headers: usize,
+    /// `max_header_bytes`: the largest request head accepted (`431` past it).
+    pub max_header_bytes: usize,
+    /// `max_connections`: open client connections across all public listeners.
+    pub max_connections: usize,
+    /// `shutdown_grace`: how long `SIGTERM` waits for in-flight requests.
+    pub shutdown_grace: Duration,
+    /// `trusted_proxies`: peers whose `X-Forwarded-*` headers are believed.
+    pub trusted_proxies: Vec<IpNet>,
+    /// `merge_slashes` and `escaped_separators`.
+    pub paths: PathOptions,
+}
+
+/// `[server.tls]`.
+#[derive(Debug)]
+pub struct Tls {
+    /// `listen`.
+    pub listen: SocketAddr,
+    /// `cert` + `key`: served when no `[[server.tls.sni]]` entry matches (or no SNI is sent).
+    pub default_cert: CertKey,
+    /// `[[server.tls.sni]]`: certificates chosen by the client's server name.
+    pub sni: Vec<SniCert>,
+    /// `client_ca`: CA certificates that client certificates must chain to (mutual TLS).
+    pub client_ca: Option<Vec<CertificateDer<'static>>>,
+    /// `client_auth`: whether a client certificate is required when `client_ca` is set.
+    pub client_auth: ClientAuth,
+}
+
+/// A certificate chain and its private key, read from PEM files.
+#[derive(Debug)]
+pub struct CertKey {
+    pub cert_path: PathBuf,
+    pub chain: Vec<CertificateDer<'static>>,
+    pub key: PrivateKeyDer<'static>,
+}
+
+/// One `[[server.tls.sni]]` entry.
+#[derive(Debug)]
+pub struct SniCert {
+    /// Lower-case server names; a leading `*.` matches exactly one label.
+    pub names: Vec<String>,
+    pub cert: CertKey,
+}
+
+/// `client_auth = "required" | "optional"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientAuth {
+    Required,
+    Optional,
+}
+
+/// `[upstreams.NAME]`: a pool of targets that routes proxy to.
+#[derive(Debug)]
+pub struct Upstream {
+    pub name: String,
+    pub targets: Vec<Target>,
+    /// `connect_timeout`: TCP + TLS handshake with one target.
+    pub connect_timeout: Duration,
+    /// `timeout`: from sending the request to receiving the response head (`504` past it).
+    pub timeout: Duration,
+    /// `retries`: further attempts on other targets (connect failures, or idempotent
+    /// methods with no request body).
+    pub retries: u32,
+    /// `http2`: speak HTTP/2 to targets (prior knowledge for `http`, ALPN for `https`).
+    pub http2: bool,
+    /// `ca`: trust these CAs for `https` targets instead of the built-in web roots.
+    pub ca: Option<Vec<CertificateDer<'static>>>,
+    /// `preserve_host`: send the client's `Host` instead of the target's authority.
+    pub preserve_host: bool,
+    /// `eject`: passive health checking.
+    pub eject: Eject,
+    /// `pool`: connection pool per target.
+    pub pool: Pool,
+}
+
+/// `eject = { failures, duration }`.
+#[derive(Debug, Clone, Copy)]
+pub struct Eject {
+    /// Consecutive failures (connect errors, timeouts, 502/503/504) that eject a target.
+    pub failures: u32,
+    /// How long an ejected target is skipped.
+    pub duration: Duration,
+}
+
+/// `pool = { max_idle, idle_timeout }`.
+#[derive(Debug, Clone, Copy)]
+pub struct Pool {
+    pub max_idle: usize,
+    pub idle_timeout: Duration,
+}
+
+/// One target of an upstream: `"http://host:port/base"` or `{ url = "...", weight = 3 }`.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// The URL as written (for logs and `weir routes`).
+    pub url: String,
+    pub scheme: Scheme,
+    /// `host[:port]` as sent in `Host`.
+    pub authority: http::uri::Authority,
+    /// Host name or IP literal (no brackets), for connecting and for TLS SNI.
+    pub host: String,
+    pub port: u16,
+    /// Path prefix prepended to the request path; empty or starts with `/` without a
+    /// trailing `/`.
+    pub base_path: String,
+    pub weight: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    Http,
+    Https,
+}
+
+/// One `[[routes]]` entry.
+#[derive(Debug)]
+pub struct Route {
+    /// `name`, or `"METHODS path"` when not given. Unique.
+    pub name: String,
+    /// `methods`; `None` = any method.
+    pub methods: Option<Vec<Method>>,
+    /// `path`: the template as written.
+    pub path: String,
+    /// `hosts`: lower-case host names (`*.example.com` allowed); empty = any host.
+    pub hosts: Vec<String>,
+    /// `max_body`: overrides `[server] max_body` for this route.
+    pub max_body: Option<u64>,
+    pub integration: Integration,
+}
+
+/// What produces a route's response.
+#[derive(Debug)]
+pub enum Integration {
+    /// `upstream = "NAME"`: index into [`Config::upstreams`].
+    Upstream(usize),
+    /// `mock = { status, headers, body }`.
+    Mock(Mock),
+}
+
+/// `mock = { status = 200, body = "...", headers = { ... } }`.
+#[derive(Debug, Clone)]
+pub struct Mock {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
