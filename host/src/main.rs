@@ -1,1 +1,227 @@
-fn main() {}
+//! The `weir` command: serve, validate and inspect a route file.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+use tracing_subscriber::EnvFilter;
+
+use weir::config::{self, Config, Integration};
+use weir::pipeline::Gateway;
+use weir::server::Server;
+
+/// Weir: an API gateway whose custom logic runs as WebAssembly components.
+#[derive(Debug, Parser)]
+#[command(name = "weir", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    /// Diagnostic log format (filter with RUST_LOG, e.g. `RUST_LOG=weir=debug`).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Pretty, env = "WEIR_LOG_FORMAT")]
+    log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Pretty,
+    Json,
+}
+
+#[derive(Debug, clap::Args)]
+struct ConfigArg {
+    /// The route file.
+    #[arg(short, long, default_value = "weir.toml", env = "WEIR_CONFIG")]
+    config: PathBuf,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve the route file until SIGTERM or SIGINT.
+    Run(ConfigArg),
+    /// Check a route file (and its certificates) without serving; exit 1 on errors.
+    Validate(ConfigArg),
+    /// Print the route table in the order the gateway matches it.
+    Routes(ConfigArg),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.log_format);
+    let result = match cli.command {
+        Command::Run(args) => run(&args.config),
+        Command::Validate(args) => validate(&args.config),
+        Command::Routes(args) => routes(&args.config),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Pretty => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// Loads and validates the route file, printing every error on failure.
+fn load(path: &Path) -> Option<Config> {
+    match config::load(path) {
+        Ok(config) => Some(config),
+        Err(errors) => {
+            eprintln!("{errors}");
+            eprintln!(
+                "error: {} refused ({} error{})",
+                path.display(),
+                errors.len(),
+                if errors.len() == 1 { "" } else { "s" }
+            );
+            None
+        }
+    }
+}
+
+fn run(path: &Path) -> anyhow::Result<ExitCode> {
+    let Some(config) = load(path) else {
+        return Ok(ExitCode::FAILURE);
+    };
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    runtime.enable_all();
+    if let Some(workers) = config.server.workers {
+        runtime.worker_threads(workers);
+    }
+    let runtime = runtime.build().context("cannot start the async runtime")?;
+    runtime.block_on(async move {
+        let routes = config.routes.len();
+        let gateway = Gateway::new(config).context("cannot set up upstream tls")?;
+        let server = Server::bind(gateway).await?;
+        tracing::info!(routes, config = %path.display(), "weir started");
+        server.run(shutdown_signal()).await;
+        anyhow::Ok(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Completes on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install signal handlers; stop with SIGKILL");
+        std::future::pending::<()>().await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!(signal = "SIGTERM", "stopping"),
+        _ = int.recv() => tracing::info!(signal = "SIGINT", "stopping"),
+    }
+}
+
+fn validate(path: &Path) -> anyhow::Result<ExitCode> {
+    let Some(config) = load(path) else {
+        return Ok(ExitCode::FAILURE);
+    };
+    if let Some(tls) = &config.server.tls {
+        weir::tls::server_config(tls).context("server.tls")?;
+    }
+    let (routes, upstreams) = (config.routes.len(), config.upstreams.len());
+    Gateway::new(config).context("upstream tls")?;
+    println!(
+        "{}: ok ({routes} routes, {upstreams} upstreams)",
+        path.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn routes(path: &Path) -> anyhow::Result<ExitCode> {
+    let Some(config) = load(path) else {
+        return Ok(ExitCode::FAILURE);
+    };
+    let mut order: Vec<usize> = (0..config.routes.len()).collect();
+    order.sort_by_cached_key(|&i| precedence_key(&config.routes[i]));
+    let rows: Vec<[String; 5]> = order
+        .iter()
+        .map(|&i| {
+            let route = &config.routes[i];
+            let methods = match &route.methods {
+                Some(methods) => methods
+                    .iter()
+                    .map(|m| m.as_str())
+                    .collect::<Vec<_>>()
+                    .join(","),
+                None => "*".to_owned(),
+            };
+            let hosts = if route.hosts.is_empty() {
+                "*".to_owned()
+            } else {
+                route.hosts.join(",")
+            };
+            let integration = match &route.integration {
+                Integration::Upstream(u) => format!("upstream {}", config.upstreams[*u].name),
+                Integration::Mock(m) => format!("mock {}", m.status.as_u16()),
+            };
+            [
+                route.name.clone(),
+                hosts,
+                methods,
+                route.path.clone(),
+                integration,
+            ]
+        })
+        .collect();
+    let header = ["NAME", "HOSTS", "METHODS", "PATH", "INTEGRATION"].map(str::to_owned);
+    let mut widths = [0usize; 5];
+    for row in std::iter::once(&header).chain(&rows) {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.len());
+        }
+    }
+    for row in std::iter::once(&header).chain(&rows) {
+        let line: Vec<String> = row
+            .iter()
+            .zip(widths)
+            .map(|(cell, w)| format!("{cell:<w$}"))
+            .collect();
+        println!("{}", line.join("  ").trim_end());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Sorts routes the way the router tries them: exact hosts, then wildcard hosts, then any
+/// host; within those, segment by segment, literal before `{param}` before `{greedy+}`.
+fn precedence_key(route: &config::Route) -> (u8, Vec<(u8, String)>) {
+    let host_class = if route.hosts.is_empty() {
+        2
+    } else if route.hosts.iter().all(|h| h.starts_with("*.")) {
+        1
+    } else {
+        0
+    };
+    let segments = route
+        .path
+        .split('/')
+        .skip(1)
+        .map(|segment| {
+            if segment.starts_with('{') && segment.ends_with("+}") {
+                (2, String::new())
+            } else if segment.starts_with('{') {
+                (1, String::new())
+            } else {
+                (0, segment.to_owned())
+            }
+        })
+        .collect();
+    (host_class, segments)
+}

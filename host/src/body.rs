@@ -1,0 +1,183 @@
+//! The one body type that flows through the gateway, in both directions.
+//!
+//! An enum rather than a boxed trait object: the common cases (a streamed client body, a
+//! streamed upstream body, a small fixed body) cost no allocation and no dynamic dispatch.
+//! Request bodies are capped as they stream ([`Body::limited`]), so `max_body` holds for
+//! chunked uploads whose size nobody announced.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Frame, SizeHint};
+use hyper::body::Incoming;
+
+/// Errors from a body (boxed, as hyper wants them).
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A streamed request body went past its limit.
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("body larger than {limit} bytes")]
+pub struct BodyTooLarge {
+    pub limit: u64,
+}
+
+/// Called once when a body has been read to its end (used to return pooled upstream
+/// connections).
+pub trait OnEnd: Send + 'static {
+    fn on_end(self: Box<Self>);
+}
+
+/// A request or response body.
+pub enum Body {
+    /// Nothing.
+    Empty,
+    /// A fixed body, handed out as one frame.
+    Full(Option<Bytes>),
+    /// A body streamed from a peer, with an optional byte limit and an end hook.
+    Stream(Stream),
+}
+
+/// A streamed body from hyper, capped at `limit` bytes.
+pub struct Stream {
+    inner: Incoming,
+    remaining: u64,
+    limit: u64,
+    on_end: Option<Box<dyn OnEnd>>,
+}
+
+impl std::fmt::Debug for Body {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Body::Empty => f.write_str("Body::Empty"),
+            Body::Full(b) => write!(f, "Body::Full({} bytes)", b.as_ref().map_or(0, Bytes::len)),
+            Body::Stream(s) => write!(f, "Body::Stream(limit {})", s.limit),
+        }
+    }
+}
+
+impl Body {
+    /// A fixed body.
+    pub fn full(bytes: impl Into<Bytes>) -> Body {
+        let bytes = bytes.into();
+        if bytes.is_empty() {
+            Body::Empty
+        } else {
+            Body::Full(Some(bytes))
+        }
+    }
+
+    /// A streamed body with no limit.
+    pub fn stream(inner: Incoming) -> Body {
+        Body::limited(inner, u64::MAX)
+    }
+
+    /// A streamed body that fails with [`BodyTooLarge`] once more than `limit` bytes came.
+    pub fn limited(inner: Incoming, limit: u64) -> Body {
+        Body::Stream(Stream {
+            inner,
+            remaining: limit,
+            limit,
+            on_end: None,
+        })
+    }
+
+    /// A streamed body that runs `on_end` when read to its end (not when dropped early).
+    pub fn with_on_end(inner: Incoming, on_end: Box<dyn OnEnd>) -> Body {
+        Body::Stream(Stream {
+            inner,
+            remaining: u64::MAX,
+            limit: u64::MAX,
+            on_end: Some(on_end),
+        })
+    }
+}
+
+impl Body {
+    /// Caps a streamed body at `limit` bytes from here on (no effect on fixed bodies, whose
+    /// size the caller checks up front).
+    pub fn set_limit(&mut self, limit: u64) {
+        if let Body::Stream(stream) = self {
+            stream.limit = limit;
+            stream.remaining = limit;
+        }
+    }
+}
+
+impl Stream {
+    fn finish(&mut self) {
+        if let Some(hook) = self.on_end.take() {
+            hook.on_end();
+        }
+    }
+}
+
+impl http_body::Body for Body {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            Body::Empty => Poll::Ready(None),
+            Body::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+            Body::Stream(stream) => {
+                let polled = Pin::new(&mut stream.inner).poll_frame(cx);
+                match polled {
+                    Poll::Ready(Some(Ok(frame))) => {
+                        if let Some(data) = frame.data_ref() {
+                            let len = data.len() as u64;
+                            if len > stream.remaining {
+                                stream.remaining = 0;
+                                return Poll::Ready(Some(Err(Box::new(BodyTooLarge {
+                                    limit: stream.limit,
+                                }))));
+                            }
+                            stream.remaining -= len;
+                        }
+                        if stream.inner.is_end_stream() {
+                            stream.finish();
+                        }
+                        Poll::Ready(Some(Ok(frame)))
+                    }
+                    Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(Box::new(e)))),
+                    Poll::Ready(None) => {
+                        stream.finish();
+                        Poll::Ready(None)
+                    }
+                    Poll::Pending => Poll::Pending,
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Body::Empty => true,
+            Body::Full(bytes) => bytes.is_none(),
+            Body::Stream(stream) => stream.inner.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Body::Empty => SizeHint::with_exact(0),
+            Body::Full(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
+            Body::Stream(stream) => stream.inner.size_hint(),
+        }
+    }
+}
+
+/// Whether `err` (or anything in its source chain) is a [`BodyTooLarge`].
+pub fn is_body_too_large(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = current {
+        if e.is::<BodyTooLarge>() {
+            return true;
+        }
+        current = e.source();
+    }
+    false
+}

@@ -1,0 +1,433 @@
+//! The raw serde mirror of the route file: the only types that derive `Deserialize`.
+//!
+//! Every key is optional here and every value is in its TOML shape (durations and
+//! choices are strings, integers are `i64`), so that deserializing stops only on a value
+//! of the wrong TOML type; everything else (missing keys, ranges, references, files) is
+//! checked by [`super::validate`], which reports all problems at once. Unknown keys are
+//! collected during deserialization (`serde_ignored`) and checked against [`Table::keys`].
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::de::value::MapAccessDeserializer;
+use serde::de::{self, Deserializer, MapAccess, Visitor};
+use serde::{Deserialize, forward_to_deserialize_any};
+
+use super::document::Tree;
+use super::keypath::{KeyPath, Segment};
+
+/// Keys that DESIGN.md describes but this version does not implement yet. An unknown key
+/// found here gets "not supported by this version of weir yet" instead of "unknown key".
+/// Remove an entry when its feature lands (and add the key to the raw type).
+pub const NOT_YET_SUPPORTED: &[(Table, &str)] = &[
+    (Table::Root, "state"),
+    (Table::Root, "plugins"),
+    (Table::Root, "authorizers"),
+    (Table::Root, "usage_plans"),
+    (Table::Root, "api_keys"),
+    (Table::Route, "authorizer"),
+    (Table::Route, "handler"),
+    (Table::Route, "filters"),
+    (Table::Route, "cache"),
+    (Table::Route, "cors"),
+    (Table::Route, "throttle"),
+    (Table::Route, "websocket"),
+    (Table::Route, "api_key"),
+    (Table::Route, "scopes"),
+];
+
+/// The whole file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, expecting = "a table")]
+pub struct RawConfig {
+    pub server: RawServer,
+    pub upstreams: BTreeMap<String, RawUpstream>,
+    pub routes: Vec<RawRoute>,
+}
+
+/// `[server]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, expecting = "a table")]
+pub struct RawServer {
+    pub listen: Option<String>,
+    pub admin: Option<String>,
+    pub workers: Option<i64>,
+    pub max_body: Option<RawSize>,
+    pub request_timeout: Option<String>,
+    pub header_read_timeout: Option<String>,
+    pub idle_timeout: Option<String>,
+    pub shutdown_grace: Option<String>,
+    pub max_headers: Option<i64>,
+    pub max_header_bytes: Option<RawSize>,
+    pub max_connections: Option<i64>,
+    pub trusted_proxies: Option<Vec<String>>,
+    pub merge_slashes: Option<bool>,
+    pub escaped_separators: Option<String>,
+    pub tls: Option<RawTls>,
+}
+
+/// `[server.tls]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, expecting = "a table")]
+pub struct RawTls {
+    pub listen: Option<String>,
+    pub cert: Option<String>,
+    pub key: Option<String>,
+    pub client_ca: Option<String>,
+    pub client_auth: Option<String>,
+    pub sni: Option<Vec<RawSni>>,
+}
+
+/// `[[server.tls.sni]]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, expecting = "a table")]
+pub struct RawSni {
+    pub names: Option<Vec<String>>,
+    pub cert: Option<String>,
+    pub key: Option<String>,
+}
+
+/// `[upstreams.NAME]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, expecting = "a table")]
+pub struct RawUpstream {
+    pub targets: Option<Vec<RawTarget>>,
+    pub connect_timeout: Option<String>,
+    pub timeout: Option<String>,
+    pub retries: Option<i64>,
+    pub http2: Option<bool>,
+    pub ca: Option<String>,
+    pub preserve_host: Option<bool>,
+    pub eject: Option<RawEject>,
+    pub pool: Option<RawPool>,
+}
+
+/// One entry of `targets`: `"http://host:port"` or `{ url = "...", weight = 2 }`.
+#[derive(Debug)]
+pub enum RawTarget {
+    Url(String),
+    Table(RawTargetTable),
+}
+
+/// `{ url = "...", weight = 2 }`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, expecting = "a table")]
+pub struct RawTargetTable {
+    pub url: Option<String>,
+    pub weight: Option<i64>,
+}
+
+/// `eject = { failures, duration }`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, expecting = "a table")]
+pub struct RawEject {
+    pub failures: Option<i64>,
+    pub duration: Option<String>,
+}
+
+/// `pool = { max_idle, idle_timeout }`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, expecting = "a table")]
+pub struct RawPool {
+    pub max_idle: Option<i64>,
+    pub idle_timeout: Option<String>,
+}
+
+/// `[[routes]]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, expecting = "a table")]
+pub struct RawRoute {
+    pub name: Option<String>,
+    pub path: Option<String>,
+    pub methods: Option<Vec<String>>,
+    pub hosts: Option<Vec<String>>,
+    pub max_body: Option<RawSize>,
+    pub upstream: Option<String>,
+    pub mock: Option<RawMock>,
+}
+
+/// `mock = { status, body, headers }`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, expecting = "a table")]
+pub struct RawMock {
+    pub status: Option<i64>,
+    pub body: Option<String>,
+    pub headers: Option<BTreeMap<String, String>>,
+}
+
+/// A size: a string such as `"1MiB"`, or an integer number of bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RawSize {
+    Text(String),
+    Bytes(i64),
+}
+
+impl<'de> Deserialize<'de> for RawTarget {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct TargetVisitor;
+
+        impl<'de> Visitor<'de> for TargetVisitor {
+            type Value = RawTarget;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a URL string or a table { url, weight }")
+            }
+
+            fn visit_str<E: de::Error>(self, url: &str) -> Result<RawTarget, E> {
+                Ok(RawTarget::Url(url.to_owned()))
+            }
+
+            // The table goes through the same `MapAccess`, so unknown keys in it are still
+            // seen by `serde_ignored` (an untagged enum would buffer and hide them).
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<RawTarget, A::Error> {
+                RawTargetTable::deserialize(MapAccessDeserializer::new(map)).map(RawTarget::Table)
+            }
+        }
+
+        deserializer.deserialize_any(TargetVisitor)
+    }
+}
+
+impl<'de> Deserialize<'de> for RawSize {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct SizeVisitor;
+
+        impl Visitor<'_> for SizeVisitor {
+            type Value = RawSize;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a size such as \"1MiB\" or a number of bytes")
+            }
+
+            fn visit_str<E: de::Error>(self, text: &str) -> Result<RawSize, E> {
+                Ok(RawSize::Text(text.to_owned()))
+            }
+
+            fn visit_i64<E: de::Error>(self, bytes: i64) -> Result<RawSize, E> {
+                Ok(RawSize::Bytes(bytes))
+            }
+
+            fn visit_u64<E: de::Error>(self, bytes: u64) -> Result<RawSize, E> {
+                i64::try_from(bytes)
+                    .map(RawSize::Bytes)
+                    .map_err(|_| E::custom(format!("size {bytes} is too large")))
+            }
+        }
+
+        deserializer.deserialize_any(SizeVisitor)
+    }
+}
+
+/// A value of the wrong TOML type: deserializing stops at the first one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TypeError {
+    pub path: KeyPath,
+    /// Byte offset of the value, when the TOML deserializer knew it.
+    pub offset: Option<usize>,
+    pub message: String,
+}
+
+/// What deserializing the tree gives: the raw config (or the first type error) and the
+/// path of every key that no raw type accepted, in the order met.
+#[derive(Debug)]
+pub struct Deserialized {
+    pub config: Result<RawConfig, TypeError>,
+    pub unknown_keys: Vec<KeyPath>,
+}
+
+/// Deserializes the parsed (and interpolated) tree into [`RawConfig`].
+pub fn deserialize(tree: Tree<'_>) -> Deserialized {
+    let mut unknown_keys = Vec::new();
+    let mut on_ignored = |path: serde_ignored::Path<'_>| unknown_keys.push(ignored_path(&path));
+    let deserializer =
+        serde_ignored::Deserializer::new(toml::de::Deserializer::from(tree), &mut on_ignored);
+    let config = serde_path_to_error::deserialize(deserializer).map_err(|error| TypeError {
+        path: error_path(error.path()),
+        offset: error.inner().span().map(|span| span.start),
+        message: tidy_type_message(error.inner().message()),
+    });
+    Deserialized {
+        config,
+        unknown_keys,
+    }
+}
+
+fn ignored_path(path: &serde_ignored::Path<'_>) -> KeyPath {
+    use serde_ignored::Path;
+    match path {
+        Path::Root => KeyPath::root(),
+        Path::Seq { parent, index } => ignored_path(parent).index(*index),
+        Path::Map { parent, key } => ignored_path(parent).key(key),
+        Path::Some { parent }
+        | Path::NewtypeStruct { parent }
+        | Path::NewtypeVariant { parent } => ignored_path(parent),
+    }
+}
+
+fn error_path(path: &serde_path_to_error::Path) -> KeyPath {
+    use serde_path_to_error::Segment as S;
+    let mut key_path = KeyPath::root();
+    for segment in path {
+        match segment {
+            S::Seq { index } => key_path.push(Segment::Index(*index)),
+            S::Map { key } => key_path.push(Segment::Key(key.clone())),
+            S::Enum { .. } | S::Unknown => {}
+        }
+    }
+    key_path
+}
+
+/// Serde's type names in TOML's words: `i64` is an integer, a map is a table.
+fn tidy_type_message(message: &str) -> String {
+    const WORDS: &[(&str, &str)] = &[
+        ("expected i64", "expected an integer"),
+        ("expected a sequence", "expected an array"),
+        ("expected a map", "expected a table"),
+        ("invalid type: map,", "invalid type: table,"),
+        ("invalid type: sequence,", "invalid type: array,"),
+    ];
+    WORDS.iter().fold(message.to_owned(), |text, (from, to)| {
+        text.replace(from, to)
+    })
+}
+
+/// The kinds of table in the route file that have a fixed set of keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Table {
+    Root,
+    Server,
+    Tls,
+    Sni,
+    Upstream,
+    Target,
+    Eject,
+    Pool,
+    Route,
+    Mock,
+}
+
+impl Table {
+    /// The kind of table found at `path`, if it has a fixed set of keys.
+    pub fn at(path: &KeyPath) -> Option<Self> {
+        use Segment::{Index, Key};
+        let key = |segment: &Segment, name: &str| matches!(segment, Key(k) if k == name);
+        Some(match path.segments() {
+            [] => Self::Root,
+            [s] if key(s, "server") => Self::Server,
+            [s, t] if key(s, "server") && key(t, "tls") => Self::Tls,
+            [s, t, n, Index(_)] if key(s, "server") && key(t, "tls") && key(n, "sni") => Self::Sni,
+            [u, Key(_)] if key(u, "upstreams") => Self::Upstream,
+            [u, Key(_), t, Index(_)] if key(u, "upstreams") && key(t, "targets") => Self::Target,
+            [u, Key(_), e] if key(u, "upstreams") && key(e, "eject") => Self::Eject,
+            [u, Key(_), p] if key(u, "upstreams") && key(p, "pool") => Self::Pool,
+            [r, Index(_)] if key(r, "routes") => Self::Route,
+            [r, Index(_), m] if key(r, "routes") && key(m, "mock") => Self::Mock,
+            _ => return None,
+        })
+    }
+
+    /// The keys this kind of table accepts, read from its raw type's `Deserialize`.
+    pub fn keys(self) -> &'static [&'static str] {
+        match self {
+            Self::Root => field_names::<RawConfig>(),
+            Self::Server => field_names::<RawServer>(),
+            Self::Tls => field_names::<RawTls>(),
+            Self::Sni => field_names::<RawSni>(),
+            Self::Upstream => field_names::<RawUpstream>(),
+            Self::Target => field_names::<RawTargetTable>(),
+            Self::Eject => field_names::<RawEject>(),
+            Self::Pool => field_names::<RawPool>(),
+            Self::Route => field_names::<RawRoute>(),
+            Self::Mock => field_names::<RawMock>(),
+        }
+    }
+
+    /// Whether `key` is planned for this table but not implemented yet.
+    pub fn is_not_yet_supported(self, key: &str) -> bool {
+        NOT_YET_SUPPORTED
+            .iter()
+            .any(|(table, name)| *table == self && *name == key)
+    }
+}
+
+/// The field names a derived `Deserialize` struct passes to `deserialize_struct`.
+fn field_names<'de, T: Deserialize<'de>>() -> &'static [&'static str] {
+    let mut fields: &'static [&'static str] = &[];
+    // Always fails: the deserializer stops as soon as it has seen the field names.
+    let _ = T::deserialize(FieldNames(&mut fields));
+    fields
+}
+
+/// A deserializer that records the field names of the struct asked of it, and nothing else.
+struct FieldNames<'a>(&'a mut &'static [&'static str]);
+
+impl<'de> Deserializer<'de> for FieldNames<'_> {
+    type Error = de::value::Error;
+
+    fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Self::Error> {
+        Err(de::Error::custom("not a struct"))
+    }
+
+    fn deserialize_struct<V: Visitor<'de>>(
+        self,
+        _name: &'static str,
+        fields: &'static [&'static str],
+        _visitor: V,
+    ) -> Result<V::Value, Self::Error> {
+        *self.0 = fields;
+        Err(de::Error::custom("field names recorded"))
+    }
+
+    forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf
+        option unit unit_struct newtype_struct seq tuple tuple_struct map enum identifier
+        ignored_any
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_keys_come_from_the_raw_types() {
+        assert_eq!(Table::Eject.keys(), ["failures", "duration"]);
+        assert!(Table::Server.keys().contains(&"escaped_separators"));
+        assert!(Table::Route.keys().contains(&"mock"));
+    }
+
+    #[test]
+    fn not_yet_supported_keys_are_not_raw_keys() {
+        for (table, key) in NOT_YET_SUPPORTED {
+            assert!(
+                !table.keys().contains(key),
+                "{table:?}.{key} is implemented"
+            );
+        }
+    }
+
+    #[test]
+    fn tables_by_path() {
+        let root = KeyPath::root();
+        assert_eq!(Table::at(&root), Some(Table::Root));
+        assert_eq!(
+            Table::at(&root.key("server").key("tls").key("sni").index(1)),
+            Some(Table::Sni)
+        );
+        let users = root.key("upstreams").key("users");
+        assert_eq!(Table::at(&users), Some(Table::Upstream));
+        assert_eq!(
+            Table::at(&users.key("targets").index(0)),
+            Some(Table::Target)
+        );
+        assert_eq!(Table::at(&users.key("pool")), Some(Table::Pool));
+        assert_eq!(
+            Table::at(&root.key("routes").index(3).key("mock")),
+            Some(Table::Mock)
+        );
+        assert_eq!(
+            Table::at(&root.key("routes").index(3).key("mock").key("headers")),
+            None
+        );
+    }
+}

@@ -1,0 +1,237 @@
+//! What can go wrong on a request, and the one place that turns it into a response.
+//!
+//! Every response the gateway produces itself (as opposed to relaying an upstream's) comes
+//! from [`GatewayError::into_response`]: a JSON body `{"message", "request_id"}` with the
+//! status that fits. Messages are fixed strings chosen here; details (upstream errors,
+//! guest output) go to the logs, never to the client.
+
+use bytes::Bytes;
+use http::header::{ALLOW, CONTENT_LENGTH, CONTENT_TYPE, HeaderValue};
+use http::{Response, StatusCode};
+use serde::Serialize;
+
+use crate::body::Body;
+use crate::path::PathError;
+
+/// The lifecycle phase an error came from (used in logs and, later, metrics labels).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    Accept,
+    Route,
+    Integrate,
+}
+
+impl Phase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Accept => "accept",
+            Phase::Route => "route",
+            Phase::Integrate => "integrate",
+        }
+    }
+}
+
+/// Which side was at fault.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// The client sent something we refuse.
+    Downstream,
+    /// The upstream failed or was unreachable.
+    Upstream,
+    /// The gateway itself failed.
+    Internal,
+}
+
+/// Everything that can end a request with a gateway-made response.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error("request path refused: {0}")]
+    BadPath(#[from] PathError),
+    #[error("request has no usable host")]
+    BadHost,
+    #[error("too many request header fields ({count}, limit {limit})")]
+    TooManyHeaders { count: usize, limit: usize },
+    #[error("request head too large ({bytes} bytes, limit {limit})")]
+    HeadTooLarge { bytes: usize, limit: usize },
+    #[error("no route for this path")]
+    NoRoute,
+    #[error("method not allowed")]
+    MethodNotAllowed { allow: HeaderValue },
+    #[error("request body larger than {limit} bytes")]
+    BodyTooLarge { limit: u64 },
+    #[error("request not answered within {0:?}")]
+    RequestTimeout(std::time::Duration),
+    #[error("no healthy target in upstream {upstream}")]
+    NoHealthyTarget { upstream: String },
+    #[error("could not connect to upstream {upstream} ({target}): {reason}")]
+    UpstreamConnect {
+        upstream: String,
+        target: String,
+        reason: String,
+    },
+    #[error("upstream {upstream} ({target}) did not answer within {timeout:?}")]
+    UpstreamTimeout {
+        upstream: String,
+        target: String,
+        timeout: std::time::Duration,
+    },
+    #[error("upstream {upstream} ({target}) failed: {reason}")]
+    UpstreamProtocol {
+        upstream: String,
+        target: String,
+        reason: String,
+    },
+    #[error("client request body failed: {0}")]
+    ClientBody(String),
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    message: &'a str,
+    request_id: &'a str,
+}
+
+impl GatewayError {
+    /// The status this error answers with.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            GatewayError::BadPath(_) | GatewayError::BadHost | GatewayError::ClientBody(_) => {
+                StatusCode::BAD_REQUEST
+            }
+            GatewayError::TooManyHeaders { .. } | GatewayError::HeadTooLarge { .. } => {
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
+            }
+            GatewayError::NoRoute => StatusCode::NOT_FOUND,
+            GatewayError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            GatewayError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            GatewayError::RequestTimeout(_) | GatewayError::UpstreamTimeout { .. } => {
+                StatusCode::GATEWAY_TIMEOUT
+            }
+            GatewayError::NoHealthyTarget { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            GatewayError::UpstreamConnect { .. } | GatewayError::UpstreamProtocol { .. } => {
+                StatusCode::BAD_GATEWAY
+            }
+        }
+    }
+
+    /// The phase the error belongs to.
+    pub fn phase(&self) -> Phase {
+        match self {
+            GatewayError::TooManyHeaders { .. } | GatewayError::HeadTooLarge { .. } => {
+                Phase::Accept
+            }
+            GatewayError::BadPath(_)
+            | GatewayError::BadHost
+            | GatewayError::NoRoute
+            | GatewayError::MethodNotAllowed { .. } => Phase::Route,
+            GatewayError::BodyTooLarge { .. }
+            | GatewayError::ClientBody(_)
+            | GatewayError::RequestTimeout(_)
+            | GatewayError::NoHealthyTarget { .. }
+            | GatewayError::UpstreamConnect { .. }
+            | GatewayError::UpstreamTimeout { .. }
+            | GatewayError::UpstreamProtocol { .. } => Phase::Integrate,
+        }
+    }
+
+    /// Who was at fault.
+    pub fn side(&self) -> Side {
+        match self {
+            GatewayError::BadPath(_)
+            | GatewayError::BadHost
+            | GatewayError::TooManyHeaders { .. }
+            | GatewayError::HeadTooLarge { .. }
+            | GatewayError::NoRoute
+            | GatewayError::MethodNotAllowed { .. }
+            | GatewayError::BodyTooLarge { .. }
+            | GatewayError::ClientBody(_) => Side::Downstream,
+            GatewayError::NoHealthyTarget { .. }
+            | GatewayError::UpstreamConnect { .. }
+            | GatewayError::UpstreamTimeout { .. }
+            | GatewayError::UpstreamProtocol { .. } => Side::Upstream,
+            GatewayError::RequestTimeout(_) => Side::Internal,
+        }
+    }
+
+    /// The message the client sees: fixed per kind, no internal detail.
+    pub fn client_message(&self) -> &'static str {
+        match self {
+            GatewayError::BadPath(PathError::NotAbsolute) => "request path must start with '/'",
+            GatewayError::BadPath(PathError::InvalidEncoding) => {
+                "request path has an invalid percent-encoding"
+            }
+            GatewayError::BadPath(PathError::EncodedSeparator) => {
+                "request path has an encoded '/', '\\' or '.'"
+            }
+            GatewayError::BadPath(PathError::Backslash) => "request path has a backslash",
+            GatewayError::BadPath(PathError::ControlCharacter) => {
+                "request path has a control character"
+            }
+            GatewayError::BadPath(PathError::EscapesRoot) => "request path climbs above the root",
+            GatewayError::BadHost => "request has no valid host",
+            GatewayError::TooManyHeaders { .. } => "too many request header fields",
+            GatewayError::HeadTooLarge { .. } => "request header fields too large",
+            GatewayError::NoRoute => "no route matches this request",
+            GatewayError::MethodNotAllowed { .. } => "method not allowed on this route",
+            GatewayError::BodyTooLarge { .. } => "request body too large",
+            GatewayError::ClientBody(_) => "request body could not be read",
+            GatewayError::RequestTimeout(_) => "request timed out",
+            GatewayError::NoHealthyTarget { .. } => "no healthy upstream available",
+            GatewayError::UpstreamConnect { .. } => "upstream unreachable",
+            GatewayError::UpstreamTimeout { .. } => "upstream timed out",
+            GatewayError::UpstreamProtocol { .. } => "upstream failed",
+        }
+    }
+
+    /// The gateway's answer for this error.
+    pub fn into_response(self, request_id: &str) -> Response<Body> {
+        let mut response = json_response(self.status(), self.client_message(), request_id);
+        if let GatewayError::MethodNotAllowed { allow } = self {
+            response.headers_mut().insert(ALLOW, allow);
+        }
+        response
+    }
+}
+
+/// A gateway-made JSON response `{"message", "request_id"}`.
+pub fn json_response(status: StatusCode, message: &str, request_id: &str) -> Response<Body> {
+    let body = serde_json::to_vec(&ErrorBody {
+        message,
+        request_id,
+    })
+    // Serializing two &str fields into a Vec cannot fail.
+    .unwrap_or_default();
+    let len = body.len();
+    let mut response = Response::new(Body::full(Bytes::from(body)));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert(CONTENT_LENGTH, HeaderValue::from(len));
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_body_is_json_with_request_id() {
+        let response = GatewayError::NoRoute.into_response("abc");
+        assert_eq!(response.status(), StatusCode::NOT_FOUND);
+        assert_eq!(
+            response.headers()[CONTENT_TYPE],
+            HeaderValue::from_static("application/json")
+        );
+    }
+
+    #[test]
+    fn method_not_allowed_carries_allow() {
+        let response = GatewayError::MethodNotAllowed {
+            allow: HeaderValue::from_static("GET, HEAD"),
+        }
+        .into_response("abc");
+        assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(response.headers()[ALLOW], "GET, HEAD");
+    }
+}

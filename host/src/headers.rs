@@ -1,0 +1,237 @@
+//! Header rules shared by every integration that talks to a peer: request ids,
+//! hop-by-hop removal in both directions, and the `X-Forwarded-*` family.
+
+use std::net::IpAddr;
+
+use http::HeaderMap;
+use http::header::{
+    CONNECTION, HeaderName, HeaderValue, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, TE, TRAILER,
+    TRANSFER_ENCODING, UPGRADE,
+};
+use ipnet::IpNet;
+
+/// `x-request-id`.
+pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+/// `x-forwarded-for`.
+pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+/// `x-forwarded-proto`.
+pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+/// `x-forwarded-host`.
+pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+static FORWARDED: HeaderName = HeaderName::from_static("forwarded");
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// The longest incoming `x-request-id` that is kept.
+pub const MAX_REQUEST_ID_LEN: usize = 128;
+
+/// The incoming `x-request-id` if it is well-formed (1–128 characters of `A-Z a-z 0-9 - _ . : / + =`),
+/// else a new random one.
+pub fn request_id(headers: &HeaderMap) -> HeaderValue {
+    if let Some(value) = headers.get(&X_REQUEST_ID) {
+        let bytes = value.as_bytes();
+        let well_formed = !bytes.is_empty()
+            && bytes.len() <= MAX_REQUEST_ID_LEN
+            && bytes
+                .iter()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.:/+=".contains(b));
+        if well_formed {
+            return value.clone();
+        }
+    }
+    new_request_id()
+}
+
+fn new_request_id() -> HeaderValue {
+    let mut buf = [0u8; uuid::fmt::Simple::LENGTH];
+    let id = uuid::Uuid::new_v4().simple().encode_lower(&mut buf);
+    // 32 lower-case hex digits are always a valid header value.
+    HeaderValue::from_str(id).unwrap_or_else(|_| HeaderValue::from_static("0"))
+}
+
+/// Removes hop-by-hop headers: the fixed set of RFC 9110 §7.6.1 and every header named in
+/// `Connection`.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    if let Some(connection) = headers.get(CONNECTION) {
+        let named: Vec<HeaderName> = connection
+            .to_str()
+            .unwrap_or("")
+            .split(',')
+            .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+            .collect();
+        for name in named {
+            headers.remove(name);
+        }
+    }
+    for name in [
+        &CONNECTION,
+        &KEEP_ALIVE,
+        &PROXY_CONNECTION,
+        &TE,
+        &TRAILER,
+        &TRANSFER_ENCODING,
+        &UPGRADE,
+        &PROXY_AUTHENTICATE,
+        &PROXY_AUTHORIZATION,
+    ] {
+        headers.remove(name);
+    }
+}
+
+/// Who the client is, per the trusted-proxy rules.
+///
+/// A peer in `trusted` may tell us who it forwards for: the client is then the right-most
+/// address in `X-Forwarded-For` that is not itself a trusted proxy. Any other peer is the
+/// client, whatever its headers say.
+pub fn client_ip(headers: &HeaderMap, peer: IpAddr, trusted: &[IpNet]) -> IpAddr {
+    if !is_trusted(peer, trusted) {
+        return peer;
+    }
+    let mut client = peer;
+    for value in headers.get_all(&X_FORWARDED_FOR).iter().rev() {
+        let Ok(text) = value.to_str() else {
+            return client;
+        };
+        for hop in text.rsplit(',') {
+            match hop.trim().parse::<IpAddr>() {
+                Ok(ip) => {
+                    client = ip;
+                    if !is_trusted(ip, trusted) {
+                        return ip;
+                    }
+                }
+                Err(_) => return client,
+            }
+        }
+    }
+    client
+}
+
+fn is_trusted(ip: IpAddr, trusted: &[IpNet]) -> bool {
+    trusted.iter().any(|net| net.contains(&ip))
+}
+
+/// Sets `X-Forwarded-For`, `-Proto` and `-Host` for the upstream. Incoming values are kept
+/// (and `X-Forwarded-For` appended to) only when the peer is a trusted proxy; from anyone
+/// else they, and `Forwarded`, are replaced.
+pub fn set_forwarded(
+    headers: &mut HeaderMap,
+    peer: IpAddr,
+    trusted: &[IpNet],
+    proto: &'static str,
+    host: Option<&HeaderValue>,
+) {
+    let trusted_peer = is_trusted(peer, trusted);
+    let peer_text = peer.to_string();
+    let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        Some(prior) if trusted_peer && headers.get_all(&X_FORWARDED_FOR).iter().count() == 1 => {
+            format!("{prior}, {peer_text}")
+        }
+        _ => peer_text,
+    };
+    if let Ok(value) = HeaderValue::from_str(&xff) {
+        headers.insert(&X_FORWARDED_FOR, value);
+    }
+    if !trusted_peer || !headers.contains_key(&X_FORWARDED_PROTO) {
+        headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static(proto));
+    }
+    if !trusted_peer || !headers.contains_key(&X_FORWARDED_HOST) {
+        match host {
+            Some(host) => {
+                headers.insert(&X_FORWARDED_HOST, host.clone());
+            }
+            None => {
+                headers.remove(&X_FORWARDED_HOST);
+            }
+        }
+    }
+    if !trusted_peer {
+        headers.remove(&FORWARDED);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn nets(list: &[&str]) -> Vec<IpNet> {
+        list.iter().map(|s| s.parse().expect("test cidr")).collect()
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().expect("test ip")
+    }
+
+    #[test]
+    fn request_id_kept_when_well_formed() {
+        let mut headers = HeaderMap::new();
+        headers.insert(&X_REQUEST_ID, HeaderValue::from_static("abc-123"));
+        assert_eq!(request_id(&headers), "abc-123");
+        headers.insert(
+            &X_REQUEST_ID,
+            HeaderValue::from_static("bad id with spaces"),
+        );
+        assert_ne!(request_id(&headers), "bad id with spaces");
+        headers.insert(
+            &X_REQUEST_ID,
+            HeaderValue::from_str(&"a".repeat(129)).expect("value"),
+        );
+        assert_eq!(request_id(&headers).len(), 32);
+    }
+
+    #[test]
+    fn hop_by_hop_removed_including_connection_named() {
+        let mut headers = HeaderMap::new();
+        headers.insert(CONNECTION, HeaderValue::from_static("close, x-secret"));
+        headers.insert("x-secret", HeaderValue::from_static("1"));
+        headers.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        headers.insert(TE, HeaderValue::from_static("trailers"));
+        headers.insert("x-kept", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut headers);
+        assert_eq!(headers.len(), 1);
+        assert!(headers.contains_key("x-kept"));
+    }
+
+    #[test]
+    fn client_ip_ignores_untrusted_forwarded_for() {
+        let mut headers = HeaderMap::new();
+        headers.insert(&X_FORWARDED_FOR, HeaderValue::from_static("1.2.3.4"));
+        assert_eq!(client_ip(&headers, ip("9.9.9.9"), &[]), ip("9.9.9.9"));
+    }
+
+    #[test]
+    fn client_ip_walks_trusted_chain_from_the_right() {
+        let trusted = nets(&["10.0.0.0/8"]);
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            &X_FORWARDED_FOR,
+            HeaderValue::from_static("6.6.6.6, 1.2.3.4, 10.0.0.7"),
+        );
+        assert_eq!(client_ip(&headers, ip("10.0.0.1"), &trusted), ip("1.2.3.4"));
+    }
+
+    #[test]
+    fn forwarded_headers_replaced_from_untrusted_peer() {
+        let mut headers = HeaderMap::new();
+        headers.insert(&X_FORWARDED_FOR, HeaderValue::from_static("6.6.6.6"));
+        headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static("https"));
+        headers.insert("forwarded", HeaderValue::from_static("for=6.6.6.6"));
+        let host = HeaderValue::from_static("api.example");
+        set_forwarded(&mut headers, ip("9.9.9.9"), &[], "http", Some(&host));
+        assert_eq!(headers[&X_FORWARDED_FOR], "9.9.9.9");
+        assert_eq!(headers[&X_FORWARDED_PROTO], "http");
+        assert_eq!(headers[&X_FORWARDED_HOST], "api.example");
+        assert!(!headers.contains_key("forwarded"));
+    }
+
+    #[test]
+    fn forwarded_for_appended_from_trusted_peer() {
+        let mut headers = HeaderMap::new();
+        headers.insert(&X_FORWARDED_FOR, HeaderValue::from_static("1.2.3.4"));
+        headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static("https"));
+        let trusted = nets(&["127.0.0.1/32"]);
+        set_forwarded(&mut headers, ip("127.0.0.1"), &trusted, "http", None);
+        assert_eq!(headers[&X_FORWARDED_FOR], "1.2.3.4, 127.0.0.1");
+        assert_eq!(headers[&X_FORWARDED_PROTO], "https");
+    }
+}

@@ -1,0 +1,594 @@
+//! The `upstream` integration: pools of targets, connections to them, and forwarding.
+//!
+//! Each target keeps its own pool of idle HTTP/1.1 connections (a plain `Vec` behind a
+//! mutex, no hashing on the hot path) or one shared HTTP/2 connection. A request takes a
+//! target by smooth weighted round-robin, skipping ejected ones, gets a connection (reused
+//! or new, bounded by `connect_timeout`), and only then hands over its body. So a failed
+//! connect can always be retried on another target, even for a `POST` with a streamed
+//! body; a failure after sending is retried only for idempotent methods without a body.
+//!
+//! **Invariant:** an HTTP/1.1 connection goes back to its pool only when the response body
+//! was read to its end; a response dropped half-read closes its connection.
+//!
+//! Passive health: consecutive failures (connect errors, timeouts, `502`/`503`/`504`
+//! answers) eject a target for `eject.duration`. When every target is ejected, requests
+//! get `503` until one comes back.
+
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use http::header::HOST;
+use http::uri::PathAndQuery;
+use http::{HeaderValue, Method, Request, Response, StatusCode, Uri};
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use rustls_pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+
+use crate::body::{Body, OnEnd, is_body_too_large};
+use crate::config::{self, Eject, Scheme};
+use crate::error::GatewayError;
+use crate::tls::{TlsError, client_config};
+
+/// The longest weighted round-robin schedule kept; weights are scaled down past it.
+const MAX_SCHEDULE_LEN: usize = 1024;
+
+/// Milliseconds since the first call: a cheap monotonic clock for ejection deadlines.
+fn now_ms() -> u64 {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    EPOCH.get_or_init(Instant::now).elapsed().as_millis() as u64
+}
+
+/// A running upstream: its targets, their pools and health.
+pub struct UpstreamPool {
+    name: String,
+    targets: Vec<Arc<TargetPool>>,
+    /// Target indices in smooth weighted round-robin order.
+    schedule: Box<[usize]>,
+    next: AtomicUsize,
+    connect_timeout: Duration,
+    timeout: Duration,
+    retries: u32,
+    http2: bool,
+    preserve_host: bool,
+    eject: Eject,
+    tls: Option<TlsConnector>,
+}
+
+impl std::fmt::Debug for UpstreamPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamPool")
+            .field("name", &self.name)
+            .field("targets", &self.targets.len())
+            .finish()
+    }
+}
+
+/// One target with its idle connections and health counters.
+struct TargetPool {
+    target: config::Target,
+    host_header: HeaderValue,
+    idle: Mutex<Vec<IdleConn>>,
+    h2: Mutex<Option<http2::SendRequest<Body>>>,
+    max_idle: usize,
+    idle_timeout: Duration,
+    failures: AtomicU32,
+    ejected_until_ms: AtomicU64,
+}
+
+struct IdleConn {
+    sender: http1::SendRequest<Body>,
+    since: Instant,
+}
+
+enum Conn {
+    H1(http1::SendRequest<Body>),
+    H2(http2::SendRequest<Body>),
+}
+
+/// Returns an HTTP/1.1 connection to its pool when the response body has been read.
+struct ReturnToPool {
+    sender: http1::SendRequest<Body>,
+    target: Arc<TargetPool>,
+}
+
+impl OnEnd for ReturnToPool {
+    fn on_end(self: Box<Self>) {
+        let ReturnToPool { sender, target } = *self;
+        target.put_idle(sender);
+    }
+}
+
+/// What a request attempt needs besides the request itself.
+#[derive(Debug, Clone, Copy)]
+pub struct Forward<'a> {
+    /// Canonical path plus `?query` when there is one.
+    pub path_and_query: &'a str,
+}
+
+impl TargetPool {
+    fn is_ejected(&self, now: u64) -> bool {
+        self.ejected_until_ms.load(Ordering::Relaxed) > now
+    }
+
+    fn record_success(&self) {
+        if self.failures.load(Ordering::Relaxed) != 0 {
+            self.failures.store(0, Ordering::Relaxed);
+        }
+    }
+
+    fn record_failure(&self, upstream: &str, eject: Eject) {
+        let failures = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
+        if failures >= eject.failures {
+            self.failures.store(0, Ordering::Relaxed);
+            let until = now_ms() + eject.duration.as_millis() as u64;
+            self.ejected_until_ms.store(until, Ordering::Relaxed);
+            tracing::warn!(
+                upstream,
+                target = %self.target.url,
+                failures,
+                duration = ?eject.duration,
+                "target ejected after consecutive failures"
+            );
+        }
+    }
+
+    fn take_idle(&self) -> Option<http1::SendRequest<Body>> {
+        let mut idle = self
+            .idle
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        while let Some(conn) = idle.pop() {
+            if conn.sender.is_closed() || conn.since.elapsed() > self.idle_timeout {
+                continue;
+            }
+            return Some(conn.sender);
+        }
+        None
+    }
+
+    fn put_idle(&self, sender: http1::SendRequest<Body>) {
+        if sender.is_closed() {
+            return;
+        }
+        let mut idle = self
+            .idle
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if idle.len() < self.max_idle {
+            idle.push(IdleConn {
+                sender,
+                since: Instant::now(),
+            });
+        }
+    }
+
+    fn shared_h2(&self) -> Option<http2::SendRequest<Body>> {
+        let h2 = self
+            .h2
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        h2.as_ref().filter(|s| !s.is_closed()).cloned()
+    }
+}
+
+/// Why a connection could not be made.
+#[derive(Debug, thiserror::Error)]
+enum ConnectError {
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("handshake: {0}")]
+    Http(#[from] hyper::Error),
+    #[error("bad server name for tls: {0}")]
+    ServerName(String),
+    #[error("timed out after {0:?}")]
+    Timeout(Duration),
+}
+
+/// The smooth weighted round-robin order (as nginx does it) of targets with `weights`.
+fn schedule(weights: &[u32]) -> Box<[usize]> {
+    let total: u64 = weights.iter().map(|w| u64::from(*w)).sum();
+    let scale = total.div_ceil(MAX_SCHEDULE_LEN as u64).max(1);
+    let weights: Vec<i64> = weights
+        .iter()
+        .map(|w| (u64::from(*w) / scale).max(1) as i64)
+        .collect();
+    let total: i64 = weights.iter().sum();
+    let mut current = vec![0i64; weights.len()];
+    let mut order = Vec::with_capacity(total as usize);
+    for _ in 0..total {
+        let mut best = 0;
+        for (i, w) in weights.iter().enumerate() {
+            current[i] += w;
+            if current[i] > current[best] {
+                best = i;
+            }
+        }
+        current[best] -= total;
+        order.push(best);
+    }
+    order.into_boxed_slice()
+}
+
+fn is_idempotent(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
+    )
+}
+
+impl UpstreamPool {
+    /// Prepares an upstream's pools (no connection is made until a request needs one).
+    pub fn new(upstream: &config::Upstream) -> Result<UpstreamPool, TlsError> {
+        let tls = if upstream.targets.iter().any(|t| t.scheme == Scheme::Https) {
+            Some(TlsConnector::from(client_config(
+                upstream.ca.as_deref(),
+                upstream.http2,
+            )?))
+        } else {
+            None
+        };
+        let targets = upstream
+            .targets
+            .iter()
+            .map(|target| {
+                Arc::new(TargetPool {
+                    host_header: HeaderValue::from_str(target.authority.as_str())
+                        // An Authority is always a valid header value.
+                        .unwrap_or_else(|_| HeaderValue::from_static("invalid")),
+                    target: target.clone(),
+                    idle: Mutex::new(Vec::new()),
+                    h2: Mutex::new(None),
+                    max_idle: upstream.pool.max_idle,
+                    idle_timeout: upstream.pool.idle_timeout,
+                    failures: AtomicU32::new(0),
+                    ejected_until_ms: AtomicU64::new(0),
+                })
+            })
+            .collect();
+        let weights: Vec<u32> = upstream.targets.iter().map(|t| t.weight).collect();
+        Ok(UpstreamPool {
+            name: upstream.name.clone(),
+            targets,
+            schedule: schedule(&weights),
+            next: AtomicUsize::new(0),
+            connect_timeout: upstream.connect_timeout,
+            timeout: upstream.timeout,
+            retries: upstream.retries,
+            http2: upstream.http2,
+            preserve_host: upstream.preserve_host,
+            eject: upstream.eject,
+            tls,
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The next target in round-robin order that is neither ejected nor already tried
+    /// (`tried` is a bit set over the first 64 targets).
+    fn pick(&self, tried: u64) -> Option<usize> {
+        let now = now_ms();
+        let len = self.schedule.len();
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        (0..len)
+            .map(|i| self.schedule[(start + i) % len])
+            .find(|&idx| {
+                let untried = idx >= 64 || tried & (1 << idx) == 0;
+                untried && !self.targets[idx].is_ejected(now)
+            })
+    }
+
+    /// Sends `request` to one of the targets, retrying per the rules in the module docs.
+    /// `request` must already carry the headers meant for the upstream; this sets the URI
+    /// and `Host` per target.
+    pub async fn forward(
+        &self,
+        request: Request<Body>,
+        forward: Forward<'_>,
+    ) -> Result<Response<Body>, GatewayError> {
+        let (parts, body) = request.into_parts();
+        let replayable = is_idempotent(&parts.method) && http_body::Body::is_end_stream(&body);
+        let mut body = Some(body);
+        let mut tried: u64 = 0;
+        let mut last_error = None;
+        for attempt in 0..=self.retries {
+            let Some(idx) = self.pick(tried) else {
+                break;
+            };
+            if idx < 64 {
+                tried |= 1 << idx;
+            }
+            let target = &self.targets[idx];
+            let conn =
+                match tokio::time::timeout(self.connect_timeout, self.connection(target)).await {
+                    Ok(Ok(conn)) => conn,
+                    Ok(Err(e)) => {
+                        target.record_failure(&self.name, self.eject);
+                        last_error = Some(self.connect_error(target, e));
+                        continue;
+                    }
+                    Err(_) => {
+                        target.record_failure(&self.name, self.eject);
+                        let e = ConnectError::Timeout(self.connect_timeout);
+                        last_error = Some(self.connect_error(target, e));
+                        continue;
+                    }
+                };
+            let is_last = attempt == self.retries;
+            let attempt_body = if replayable && !is_last {
+                Body::Empty
+            } else {
+                match body.take() {
+                    Some(body) => body,
+                    // The body went out with an earlier attempt and cannot be replayed.
+                    None => break,
+                }
+            };
+            let request = self.upstream_request(&parts, target, forward, attempt_body)?;
+            match self.send(conn, target, request).await {
+                Ok(response) => return Ok(response),
+                Err(e) => {
+                    let retry = replayable && !matches!(e, GatewayError::UpstreamTimeout { .. });
+                    last_error = Some(e);
+                    if !retry {
+                        break;
+                    }
+                }
+            }
+        }
+        Err(last_error.unwrap_or_else(|| GatewayError::NoHealthyTarget {
+            upstream: self.name.clone(),
+        }))
+    }
+
+    fn connect_error(&self, target: &TargetPool, e: ConnectError) -> GatewayError {
+        GatewayError::UpstreamConnect {
+            upstream: self.name.clone(),
+            target: target.target.url.clone(),
+            reason: e.to_string(),
+        }
+    }
+
+    fn upstream_request(
+        &self,
+        parts: &http::request::Parts,
+        target: &TargetPool,
+        forward: Forward<'_>,
+        body: Body,
+    ) -> Result<Request<Body>, GatewayError> {
+        let t = &target.target;
+        let path = if t.base_path.is_empty() {
+            forward.path_and_query.to_owned()
+        } else {
+            format!("{}{}", t.base_path, forward.path_and_query)
+        };
+        let path = PathAndQuery::try_from(path).map_err(|e| GatewayError::UpstreamProtocol {
+            upstream: self.name.clone(),
+            target: t.url.clone(),
+            reason: format!("cannot build request path: {e}"),
+        })?;
+        let mut request = Request::new(body);
+        *request.method_mut() = parts.method.clone();
+        *request.headers_mut() = parts.headers.clone();
+        let authority = if self.preserve_host {
+            parts.headers.get(HOST).cloned()
+        } else {
+            request
+                .headers_mut()
+                .insert(HOST, target.host_header.clone());
+            None
+        };
+        let mut uri = Uri::builder().path_and_query(path);
+        if self.http2 {
+            // HTTP/2 carries the target in :scheme and :authority, so the URI is absolute.
+            let scheme = match t.scheme {
+                Scheme::Http => http::uri::Scheme::HTTP,
+                Scheme::Https => http::uri::Scheme::HTTPS,
+            };
+            let authority = authority
+                .and_then(|h| http::uri::Authority::try_from(h.as_bytes()).ok())
+                .unwrap_or_else(|| t.authority.clone());
+            uri = uri.scheme(scheme).authority(authority);
+        }
+        *request.uri_mut() = uri.build().map_err(|e| GatewayError::UpstreamProtocol {
+            upstream: self.name.clone(),
+            target: t.url.clone(),
+            reason: format!("cannot build request uri: {e}"),
+        })?;
+        Ok(request)
+    }
+
+    async fn send(
+        &self,
+        conn: Conn,
+        target: &Arc<TargetPool>,
+        request: Request<Body>,
+    ) -> Result<Response<Body>, GatewayError> {
+        let sent = match conn {
+            Conn::H1(mut sender) => {
+                match tokio::time::timeout(self.timeout, sender.send_request(request)).await {
+                    Ok(Ok(response)) => Ok(self.pooled_response(response, sender, target)),
+                    Ok(Err(e)) => Err(e),
+                    Err(_) => return Err(self.timed_out(target)),
+                }
+            }
+            Conn::H2(mut sender) => {
+                match tokio::time::timeout(self.timeout, sender.send_request(request)).await {
+                    Ok(Ok(response)) => Ok(response.map(Body::stream)),
+                    Ok(Err(e)) => Err(e),
+                    Err(_) => return Err(self.timed_out(target)),
+                }
+            }
+        };
+        match sent {
+            Ok(response) => {
+                if matches!(
+                    response.status(),
+                    StatusCode::BAD_GATEWAY
+                        | StatusCode::SERVICE_UNAVAILABLE
+                        | StatusCode::GATEWAY_TIMEOUT
+                ) {
+                    target.record_failure(&self.name, self.eject);
+                } else {
+                    target.record_success();
+                }
+                Ok(response)
+            }
+            Err(e) if is_body_too_large(&e) => {
+                // The client's fault, not the target's.
+                Err(GatewayError::BodyTooLarge {
+                    limit: body_limit_of(&e),
+                })
+            }
+            Err(e) => {
+                target.record_failure(&self.name, self.eject);
+                Err(GatewayError::UpstreamProtocol {
+                    upstream: self.name.clone(),
+                    target: target.target.url.clone(),
+                    reason: format!("{e:#}"),
+                })
+            }
+        }
+    }
+
+    fn timed_out(&self, target: &TargetPool) -> GatewayError {
+        target.record_failure(&self.name, self.eject);
+        GatewayError::UpstreamTimeout {
+            upstream: self.name.clone(),
+            target: target.target.url.clone(),
+            timeout: self.timeout,
+        }
+    }
+
+    fn pooled_response(
+        &self,
+        response: Response<hyper::body::Incoming>,
+        sender: http1::SendRequest<Body>,
+        target: &Arc<TargetPool>,
+    ) -> Response<Body> {
+        if http_body::Body::is_end_stream(response.body()) {
+            target.put_idle(sender);
+            return response.map(Body::stream);
+        }
+        let hook = Box::new(ReturnToPool {
+            sender,
+            target: target.clone(),
+        });
+        response.map(|incoming| Body::with_on_end(incoming, hook))
+    }
+
+    /// A ready connection to `target`: a pooled one if any is alive, else a new one.
+    async fn connection(&self, target: &Arc<TargetPool>) -> Result<Conn, ConnectError> {
+        if self.http2
+            && let Some(sender) = target.shared_h2()
+        {
+            return Ok(Conn::H2(sender));
+        }
+        while let Some(mut sender) = target.take_idle() {
+            if sender.ready().await.is_ok() {
+                return Ok(Conn::H1(sender));
+            }
+        }
+        self.connect(target).await
+    }
+
+    async fn connect(&self, target: &Arc<TargetPool>) -> Result<Conn, ConnectError> {
+        let t = &target.target;
+        let tcp = TcpStream::connect((t.host.as_str(), t.port)).await?;
+        tcp.set_nodelay(true)?;
+        match (t.scheme, &self.tls) {
+            (Scheme::Https, Some(tls)) => {
+                let name = ServerName::try_from(t.host.clone())
+                    .map_err(|e| ConnectError::ServerName(e.to_string()))?;
+                let stream = tls.connect(name, tcp).await?;
+                let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+                self.handshake(target, stream, h2).await
+            }
+            _ => self.handshake(target, tcp, self.http2).await,
+        }
+    }
+
+    async fn handshake<I>(
+        &self,
+        target: &Arc<TargetPool>,
+        io: I,
+        h2: bool,
+    ) -> Result<Conn, ConnectError>
+    where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let io = TokioIo::new(io);
+        let url = target.target.url.clone();
+        if h2 {
+            let (sender, conn) = http2::Builder::new(TokioExecutor::new())
+                .timer(TokioTimer::new())
+                .handshake(io)
+                .await?;
+            tokio::spawn(async move {
+                if let Err(e) = conn.await {
+                    tracing::debug!(target = %url, error = %e, "upstream h2 connection ended");
+                }
+            });
+            let mut shared = target
+                .h2
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            *shared = Some(sender.clone());
+            Ok(Conn::H2(sender))
+        } else {
+            let (sender, conn) = http1::Builder::new().handshake(io).await?;
+            tokio::spawn(async move {
+                if let Err(e) = conn.with_upgrades().await {
+                    tracing::debug!(target = %url, error = %e, "upstream connection ended");
+                }
+            });
+            Ok(Conn::H1(sender))
+        }
+    }
+}
+
+/// The limit named in a [`crate::body::BodyTooLarge`] somewhere in `err`'s chain.
+fn body_limit_of(err: &(dyn std::error::Error + 'static)) -> u64 {
+    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = current {
+        if let Some(too_large) = e.downcast_ref::<crate::body::BodyTooLarge>() {
+            return too_large.limit;
+        }
+        current = e.source();
+    }
+    0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schedule_is_smooth_and_weighted() {
+        assert_eq!(&*schedule(&[1, 1]), &[0, 1]);
+        assert_eq!(&*schedule(&[5, 1, 1]), &[0, 0, 1, 0, 2, 0, 0]);
+        let s = schedule(&[3, 1]);
+        assert_eq!(s.iter().filter(|&&i| i == 0).count(), 3);
+        assert_eq!(s.len(), 4);
+    }
+
+    #[test]
+    fn schedule_is_bounded() {
+        let s = schedule(&[100_000, 1]);
+        assert!(s.len() <= MAX_SCHEDULE_LEN + 1);
+        assert!(s.contains(&1));
+    }
+
+    #[test]
+    fn idempotent_methods() {
+        assert!(is_idempotent(&Method::GET));
+        assert!(is_idempotent(&Method::PUT));
+        assert!(!is_idempotent(&Method::POST));
+        assert!(!is_idempotent(&Method::PATCH));
+    }
+}

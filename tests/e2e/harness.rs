@@ -1,0 +1,604 @@
+//! The test harness: [`TestGateway`] runs the real `weir` binary on a route file,
+//! [`TestUpstream`] is a backend in the test process, [`TestPki`] makes certificates, and
+//! [`raw_request`] speaks HTTP/1.1 byte for byte where a client library would tidy the
+//! request up first.
+#![allow(dead_code)]
+
+use std::convert::Infallible;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// How long a gateway may take to start before the test fails.
+const START_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The `weir` binary built for these tests.
+pub fn weir_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_weir")
+}
+
+/// A running `weir run` process on a route file written for the test.
+pub struct TestGateway {
+    child: Option<Child>,
+    pub dir: tempfile::TempDir,
+    pub config_path: PathBuf,
+    pub http: Option<SocketAddr>,
+    pub https: Option<SocketAddr>,
+    pub admin: Option<SocketAddr>,
+    logs: Arc<Mutex<Vec<String>>>,
+}
+
+impl TestGateway {
+    /// Starts `weir run` on `toml`; `{dir}` in it is replaced by the test's temp dir.
+    /// Listener addresses should use port 0; the harness reads the bound ones from the log.
+    pub fn start(toml: &str) -> TestGateway {
+        let dir = tempfile::tempdir().expect("tempdir");
+        Self::start_in(dir, toml)
+    }
+
+    /// Like [`start`](Self::start) in a directory the test prepared (certificates…).
+    pub fn start_in(dir: tempfile::TempDir, toml: &str) -> TestGateway {
+        let config_path = dir.path().join("weir.toml");
+        let toml = toml.replace("{dir}", &dir.path().display().to_string());
+        std::fs::write(&config_path, toml).expect("write config");
+        let mut child = Command::new(weir_bin())
+            .args(["run", "-c"])
+            .arg(&config_path)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn weir");
+        let stderr = child.stderr.take().expect("stderr piped");
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        {
+            let logs = logs.clone();
+            std::thread::spawn(move || {
+                let mut ready_tx = Some(ready_tx);
+                for line in BufReader::new(stderr).lines() {
+                    let Ok(line) = line else { break };
+                    if std::env::var_os("WEIR_TEST_LOGS").is_some() {
+                        eprintln!("[weir] {line}");
+                    }
+                    let is_ready = line.contains(" ready");
+                    logs.lock().expect("logs").push(line);
+                    if is_ready && let Some(tx) = ready_tx.take() {
+                        let _ = tx.send(());
+                    }
+                }
+            });
+        }
+        let mut gateway = TestGateway {
+            child: Some(child),
+            dir,
+            config_path,
+            http: None,
+            https: None,
+            admin: None,
+            logs,
+        };
+        if ready_rx.recv_timeout(START_TIMEOUT).is_err() {
+            let status = gateway
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten());
+            panic!(
+                "weir did not become ready (exit: {status:?}); log:\n{}",
+                gateway.logs().join("\n")
+            );
+        }
+        for line in gateway.logs() {
+            if !line.contains("listening") {
+                continue;
+            }
+            let addr = field(&line, "addr").and_then(|a| a.parse().ok());
+            match field(&line, "kind").as_deref() {
+                Some("http") => gateway.http = addr,
+                Some("https") => gateway.https = addr,
+                Some("admin") => gateway.admin = addr,
+                _ => {}
+            }
+        }
+        gateway
+    }
+
+    /// `http://127.0.0.1:PORT{path}` on the plain listener.
+    pub fn url(&self, path: &str) -> String {
+        format!(
+            "http://{}{}",
+            self.http.expect("gateway has no http listener"),
+            path
+        )
+    }
+
+    pub fn admin_url(&self, path: &str) -> String {
+        format!(
+            "http://{}{}",
+            self.admin.expect("gateway has no admin listener"),
+            path
+        )
+    }
+
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http.expect("gateway has no http listener")
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// The gateway's log so far (stderr lines).
+    pub fn logs(&self) -> Vec<String> {
+        self.logs.lock().expect("logs").clone()
+    }
+
+    /// Sends a signal by name (`TERM`, `INT`, `HUP`).
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.pid().to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{name} failed");
+    }
+
+    /// Waits for the process to exit.
+    pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        let child = self.child.as_mut().expect("running");
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = child.try_wait().expect("try_wait") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "weir did not exit within {timeout:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Resident set size of the gateway process, in KiB (`VmRSS`).
+    pub fn rss_kib(&self) -> u64 {
+        proc_status_kib(self.pid(), "VmRSS:")
+    }
+
+    /// Peak resident set size of the gateway process, in KiB (`VmHWM`).
+    pub fn peak_rss_kib(&self) -> u64 {
+        proc_status_kib(self.pid(), "VmHWM:")
+    }
+}
+
+fn proc_status_kib(pid: u32, key: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(key))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("status field")
+}
+
+impl Drop for TestGateway {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// `key=value` from a log line (value up to the next space; quotes removed).
+fn field(line: &str, key: &str) -> Option<String> {
+    let start = line.find(&format!("{key}="))? + key.len() + 1;
+    let rest = &line[start..];
+    let end = rest.find(' ').unwrap_or(rest.len());
+    Some(rest[..end].trim_matches('"').to_owned())
+}
+
+/// What a [`TestUpstream`] saw of one request.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub method: String,
+    pub uri: String,
+    pub version: http::Version,
+    pub headers: http::HeaderMap,
+    pub body_len: usize,
+}
+
+type Handler = Arc<
+    dyn Fn(Request<Bytes>) -> futures_util::future::BoxFuture<'static, Response<Full<Bytes>>>
+        + Send
+        + Sync,
+>;
+
+/// A backend in the test process (HTTP/1.1 and h2c), recording every request.
+pub struct TestUpstream {
+    pub addr: SocketAddr,
+    pub seen: Arc<Mutex<Vec<Seen>>>,
+    pub connections: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl TestUpstream {
+    /// Answers every request with `200` and a body naming this upstream (`from PORT`).
+    pub async fn named() -> TestUpstream {
+        Self::start(|_req, addr| async move {
+            Response::new(Full::new(Bytes::from(format!("from {}", addr.port()))))
+        })
+        .await
+    }
+
+    /// Answers with the request as JSON: method, uri, headers, body length.
+    pub async fn echo() -> TestUpstream {
+        Self::start(|req: Request<Bytes>, _| async move {
+            let headers: serde_json::Map<String, serde_json::Value> = req
+                .headers()
+                .iter()
+                .map(|(k, v)| (k.to_string(), serde_json::json!(v.to_str().unwrap_or(""))))
+                .collect();
+            let body = serde_json::json!({
+                "method": req.method().as_str(),
+                "uri": req.uri().to_string(),
+                "headers": headers,
+                "body_len": req.body().len(),
+            });
+            let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
+            response.headers_mut().insert(
+                "content-type",
+                http::HeaderValue::from_static("application/json"),
+            );
+            response
+        })
+        .await
+    }
+
+    /// A backend running `handler` for each request (the body fully read first); the
+    /// handler also gets this upstream's address.
+    pub async fn start<F, Fut>(handler: F) -> TestUpstream
+    where
+        F: Fn(Request<Bytes>, SocketAddr) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = Response<Full<Bytes>>> + Send + 'static,
+    {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind upstream");
+        let addr = listener.local_addr().expect("addr");
+        let handler: Handler = Arc::new(move |req| Box::pin(handler(req, addr)));
+        Self::serve(listener, handler, None)
+    }
+
+    /// Like [`start`](Self::start), over TLS with `server_config`.
+    pub async fn start_tls<F, Fut>(
+        server_config: Arc<rustls::ServerConfig>,
+        handler: F,
+    ) -> TestUpstream
+    where
+        F: Fn(Request<Bytes>, SocketAddr) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = Response<Full<Bytes>>> + Send + 'static,
+    {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind upstream");
+        let addr = listener.local_addr().expect("addr");
+        let handler: Handler = Arc::new(move |req| Box::pin(handler(req, addr)));
+        Self::serve(
+            listener,
+            handler,
+            Some(tokio_rustls::TlsAcceptor::from(server_config)),
+        )
+    }
+
+    fn serve(
+        listener: TcpListener,
+        handler: Handler,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+    ) -> TestUpstream {
+        let addr = listener.local_addr().expect("addr");
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let connections = Arc::new(AtomicUsize::new(0));
+        let task = {
+            let seen = seen.clone();
+            let connections = connections.clone();
+            tokio::spawn(async move {
+                loop {
+                    let Ok((stream, _)) = listener.accept().await else {
+                        return;
+                    };
+                    connections.fetch_add(1, Ordering::SeqCst);
+                    let handler = handler.clone();
+                    let seen = seen.clone();
+                    let tls = tls.clone();
+                    tokio::spawn(async move {
+                        let service = service_fn(move |req: Request<Incoming>| {
+                            let handler = handler.clone();
+                            let seen = seen.clone();
+                            async move {
+                                let (parts, body) = req.into_parts();
+                                let body = body
+                                    .collect()
+                                    .await
+                                    .map(|c| c.to_bytes())
+                                    .unwrap_or_default();
+                                seen.lock().expect("seen").push(Seen {
+                                    method: parts.method.to_string(),
+                                    uri: parts.uri.to_string(),
+                                    version: parts.version,
+                                    headers: parts.headers.clone(),
+                                    body_len: body.len(),
+                                });
+                                Ok::<_, Infallible>(handler(Request::from_parts(parts, body)).await)
+                            }
+                        });
+                        let builder = auto::Builder::new(TokioExecutor::new());
+                        match tls {
+                            Some(acceptor) => {
+                                if let Ok(stream) = acceptor.accept(stream).await {
+                                    let _ = builder
+                                        .serve_connection(TokioIo::new(stream), service)
+                                        .await;
+                                }
+                            }
+                            None => {
+                                let _ = builder
+                                    .serve_connection(TokioIo::new(stream), service)
+                                    .await;
+                            }
+                        }
+                    });
+                }
+            })
+        };
+        TestUpstream {
+            addr,
+            seen,
+            connections,
+            task,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Requests seen so far.
+    pub fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().expect("seen").clone()
+    }
+
+    pub fn count(&self) -> usize {
+        self.seen.lock().expect("seen").len()
+    }
+}
+
+impl Drop for TestUpstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// An address nothing listens on (bound, then released).
+pub fn dead_addr() -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("addr")
+}
+
+/// A plain reqwest client (no proxy from the environment).
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("client")
+}
+
+/// A raw HTTP/1.1 response: status, headers, body.
+#[derive(Debug)]
+pub struct RawResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl RawResponse {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The body parsed as JSON.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not json ({e}): {}", self.body))
+    }
+}
+
+/// Sends `head` (a whole request head, `\r\n` line ends, no body) exactly as written, with
+/// `Connection: close` semantics expected, and reads the response to EOF.
+pub async fn raw_request(addr: SocketAddr, head: &str) -> RawResponse {
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    stream.write_all(head.as_bytes()).await.expect("write");
+    let mut buf = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut buf))
+        .await
+        .expect("response within 10s")
+        .expect("read");
+    parse_raw(&buf)
+}
+
+/// A `GET {path}` with the path exactly as given.
+pub async fn raw_get(addr: SocketAddr, path: &str) -> RawResponse {
+    raw_request(
+        addr,
+        &format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"),
+    )
+    .await
+}
+
+fn parse_raw(buf: &[u8]) -> RawResponse {
+    let text = String::from_utf8_lossy(buf);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let mut lines = head.lines();
+    let status_line = lines.next().unwrap_or("");
+    let status = status_line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("bad status line: {status_line:?}"));
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+        .collect();
+    let chunked = headers
+        .iter()
+        .any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
+    let body = if chunked {
+        dechunk(body)
+    } else {
+        body.to_owned()
+    };
+    RawResponse {
+        status,
+        headers,
+        body,
+    }
+}
+
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let Ok(size) = usize::from_str_radix(size.trim(), 16) else {
+            break;
+        };
+        if size == 0 || rest.len() < size {
+            break;
+        }
+        out.push_str(&rest[..size]);
+        body = rest[size..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+/// A test certificate authority with helpers to issue server and client certificates and
+/// write them as PEM files.
+pub struct TestPki {
+    ca_key: rcgen::KeyPair,
+    ca_cert: rcgen::Certificate,
+    ca_issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
+}
+
+/// A certificate and key, as PEM and as written files.
+pub struct IssuedCert {
+    pub cert_pem: String,
+    pub key_pem: String,
+    pub cert_der: Vec<u8>,
+}
+
+impl TestPki {
+    pub fn new(name: &str) -> TestPki {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
+        params.key_usages = vec![
+            rcgen::KeyUsagePurpose::KeyCertSign,
+            rcgen::KeyUsagePurpose::CrlSign,
+            rcgen::KeyUsagePurpose::DigitalSignature,
+        ];
+        let ca_key = rcgen::KeyPair::generate().expect("ca key");
+        let ca_cert = params.self_signed(&ca_key).expect("ca cert");
+        let issuer_key = rcgen::KeyPair::from_pem(&ca_key.serialize_pem()).expect("key copy");
+        let ca_issuer = rcgen::Issuer::new(params, issuer_key);
+        TestPki {
+            ca_key,
+            ca_cert,
+            ca_issuer,
+        }
+    }
+
+    pub fn ca_pem(&self) -> String {
+        self.ca_cert.pem()
+    }
+
+    pub fn ca_der(&self) -> Vec<u8> {
+        self.ca_cert.der().to_vec()
+    }
+
+    /// A server certificate for `names` (DNS names or IP literals).
+    pub fn server_cert(&self, names: &[&str]) -> IssuedCert {
+        let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
+        let mut params = rcgen::CertificateParams::new(names).expect("params");
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "weir test server");
+        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+        self.issue(params)
+    }
+
+    /// A client certificate with common name `cn`.
+    pub fn client_cert(&self, cn: &str) -> IssuedCert {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, cn);
+        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        self.issue(params)
+    }
+
+    fn issue(&self, params: rcgen::CertificateParams) -> IssuedCert {
+        let key = rcgen::KeyPair::generate().expect("key");
+        let cert = params.signed_by(&key, &self.ca_issuer).expect("sign");
+        IssuedCert {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+            cert_der: cert.der().to_vec(),
+        }
+    }
+}
+
+impl IssuedCert {
+    /// Writes `NAME.crt` and `NAME.key` into `dir`, returning their paths.
+    pub fn write(&self, dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+        let cert = dir.join(format!("{name}.crt"));
+        let key = dir.join(format!("{name}.key"));
+        std::fs::write(&cert, &self.cert_pem).expect("write cert");
+        std::fs::write(&key, &self.key_pem).expect("write key");
+        (cert, key)
+    }
+
+    /// A rustls server config serving this certificate (for TLS test upstreams).
+    pub fn rustls_server_config(&self, alpn: &[&[u8]]) -> Arc<rustls::ServerConfig> {
+        use rustls_pki_types::pem::PemObject;
+        let certs = vec![rustls_pki_types::CertificateDer::from(
+            self.cert_der.clone(),
+        )];
+        let key = rustls_pki_types::PrivateKeyDer::from_pem_slice(self.key_pem.as_bytes())
+            .expect("key pem");
+        let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .expect("server config");
+        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        Arc::new(config)
+    }
+}
