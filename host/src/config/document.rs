@@ -195,8 +195,9 @@ pub struct Report<'d> {
     file: PathBuf,
     /// Errors with the byte offset they are sorted by.
     errors: Vec<(Option<usize>, ConfigError)>,
-    /// Keys whose value already has an error that makes later ones noise (a failed
-    /// interpolation leaves the raw `${env:...}` text for validation to trip over).
+    /// Keys whose problems are already explained by another error, so later ones would be
+    /// noise: a failed interpolation leaves the raw `${env:...}` text for validation to
+    /// trip over; a misspelt key makes the key it was meant to be look missing.
     silenced: Vec<String>,
 }
 
@@ -229,7 +230,8 @@ impl<'d> Report<'d> {
         self.push(offset, path, message);
     }
 
-    /// Drops any later error at `path`.
+    /// Drops any later error at `path`, which counts as having one: the problem there is
+    /// already explained by another error.
     pub fn silence(&mut self, path: &KeyPath) {
         self.silenced.push(path.to_string());
     }
@@ -238,15 +240,16 @@ impl<'d> Report<'d> {
         !self.errors.is_empty()
     }
 
-    /// Whether an error was reported at `path` or at a key below it.
+    /// Whether an error was reported (or silenced) at `path` or at a key below it.
     pub fn has_errors_at_or_under(&self, path: &KeyPath) -> bool {
         let key = path.to_string();
-        self.errors.iter().any(|(_, error)| {
-            error
-                .key
+        let at_or_under = |other: &str| {
+            other
                 .strip_prefix(&key)
                 .is_some_and(|rest| rest.is_empty() || rest.starts_with(['.', '[']))
-        })
+        };
+        self.errors.iter().any(|(_, error)| at_or_under(&error.key))
+            || self.silenced.iter().any(|silenced| at_or_under(silenced))
     }
 
     /// Whether `path` is written in the file.
@@ -291,7 +294,7 @@ mod tests {
 
     #[test]
     fn positions_of_keys_and_values() {
-        let (doc, _) = Document::parse(SOURCE).unwrap();
+        let (doc, _) = Document::parse(SOURCE).expect("valid TOML");
         let at = |offset: Option<usize>| offset.map(|o| doc.line_column(o));
         let server = KeyPath::root().key("server");
         assert_eq!(at(doc.key_offset(&server.key("lisen"))), Some((2, 1)));
@@ -310,17 +313,20 @@ mod tests {
     #[test]
     fn columns_count_characters() {
         let source = "a = \"é\"\nc = 1";
-        let (doc, _) = Document::parse(source).unwrap();
-        let c = doc.value_offset(&KeyPath::root().key("c")).unwrap();
+        let (doc, _) = Document::parse(source).expect("valid TOML");
+        let c = doc
+            .value_offset(&KeyPath::root().key("c"))
+            .expect("c is in the file");
         assert_eq!(doc.line_column(c), (2, 5));
-        let closing_quote = source.rfind('"').unwrap();
+        let closing_quote = source.rfind('"').expect("a quote");
         assert_eq!(doc.line_column(closing_quote), (1, 7));
     }
 
     #[test]
     fn interpolates_string_values_only() {
         let (_, mut tree) =
-            Document::parse("\"${env:K}\" = \"${env:V}\"\nlist = [\"${env:NOPE}\"]").unwrap();
+            Document::parse("\"${env:K}\" = \"${env:V}\"\nlist = [\"${env:NOPE}\"]")
+                .expect("valid TOML");
         let env = |name: &str| (name == "V").then(|| "value".to_owned());
         let failures = interpolate_tree(&mut tree, &env);
         assert_eq!(
@@ -330,13 +336,16 @@ mod tests {
                 InterpolateError::Undefined("NOPE".into())
             )]
         );
-        let value = tree.get_ref().get("${env:K}").unwrap();
+        let value = tree
+            .get_ref()
+            .get("${env:K}")
+            .expect("the key is not interpolated");
         assert_eq!(value.get_ref().as_str(), Some("value"));
     }
 
     #[test]
     fn report_sorts_and_silences() {
-        let (doc, _) = Document::parse(SOURCE).unwrap();
+        let (doc, _) = Document::parse(SOURCE).expect("valid TOML");
         let mut report = Report::new(&doc, Path::new("weir.toml"));
         let route = KeyPath::root().key("routes").index(0);
         report.at(&route.key("path"), "second");

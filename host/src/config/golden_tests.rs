@@ -5,9 +5,10 @@
 //! review the diff.
 //!
 //! Files are parsed as `NAME.toml` (so messages do not depend on the checkout's path) with
-//! a fixed environment: `CERTS` is the absolute path of `certs/` beside them (relative
-//! file names would resolve against the test's working directory, not the golden
-//! directory), `TOKEN` is `s3cret`; nothing else is set.
+//! a fixed environment: `CERTS` is the path of `certs/` beside them as seen from the crate
+//! directory, where cargo runs unit tests (a file parsed as `NAME.toml` resolves relative
+//! file names against the working directory, not the golden directory); `TOKEN` is
+//! `s3cret`; nothing else is set.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -16,13 +17,19 @@ use super::keypath::KeyPath;
 use super::parse;
 use super::raw::Table;
 
+/// `tests/golden/config/certs` as seen from the crate directory (the tests' working
+/// directory).
+const GOLDEN_CERTS_FROM_CRATE: &str = "../tests/golden/config/certs";
+
 fn golden_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/golden/config")
 }
 
 fn golden_env(name: &str) -> Option<String> {
     match name {
-        "CERTS" => Some(golden_dir().join("certs").display().to_string()),
+        // Relative to the crate directory, where cargo runs unit tests, so that messages
+        // naming a certificate file do not depend on where the checkout is.
+        "CERTS" => Some(GOLDEN_CERTS_FROM_CRATE.to_owned()),
         "TOKEN" => Some("s3cret".to_owned()),
         _ => None,
     }

@@ -100,26 +100,40 @@ pub fn unknown_key(report: &mut Report<'_>, path: &KeyPath) {
     };
     if table.is_not_yet_supported(key) {
         report.at_key(path, "not supported by this version of weir yet");
-    } else {
-        report.at_key(
-            path,
-            format!(
-                "unknown key{}",
-                did_you_mean(key, table.keys().iter().copied())
-            ),
-        );
+        return;
+    }
+    let suggestion = suggest(key, table.keys().iter().copied());
+    report.at_key(
+        path,
+        format!("unknown key{}", did_you_mean_text(suggestion)),
+    );
+    // The key it was meant to be now looks missing; that is no second problem.
+    if let Some(meant) = suggestion.and_then(|meant| Some(path.parent()?.key(meant)))
+        && !report.is_in_file(&meant)
+    {
+        report.silence(&meant);
     }
 }
 
 /// `" (did you mean \"x\"?)"` for the known name closest to `name`, if one is close.
 pub fn did_you_mean<'a>(name: &str, known: impl IntoIterator<Item = &'a str>) -> String {
+    did_you_mean_text(suggest(name, known))
+}
+
+/// The known name closest to `name`, if one is close enough to be a typo of it.
+pub fn suggest<'a>(name: &str, known: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
     let most_edits = (name.chars().count() / SUGGESTION_CHARS_PER_EDIT).max(1);
     known
         .into_iter()
         .map(|candidate| (strsim::damerau_levenshtein(name, candidate), candidate))
         .filter(|(edits, _)| *edits <= most_edits)
         .min_by_key(|(edits, _)| *edits)
-        .map(|(_, candidate)| format!(" (did you mean {candidate:?}?)"))
+        .map(|(_, candidate)| candidate)
+}
+
+fn did_you_mean_text(suggestion: Option<&str>) -> String {
+    suggestion
+        .map(|meant| format!(" (did you mean {meant:?}?)"))
         .unwrap_or_default()
 }
 
@@ -962,20 +976,20 @@ mod tests {
 
     #[test]
     fn target_urls() {
-        let parts = parse_target_url("http://127.0.0.1:9000").unwrap();
+        let parts = parse_target_url("http://127.0.0.1:9000").expect("valid");
         assert_eq!(parts.scheme, Scheme::Http);
         assert_eq!(parts.host, "127.0.0.1");
         assert_eq!(parts.port, 9000);
         assert_eq!(parts.base_path, "");
         assert_eq!(parts.authority.as_str(), "127.0.0.1:9000");
 
-        let parts = parse_target_url("https://API.example.com/v1/").unwrap();
+        let parts = parse_target_url("https://API.example.com/v1/").expect("valid");
         assert_eq!(parts.scheme, Scheme::Https);
         assert_eq!(parts.host, "api.example.com");
         assert_eq!(parts.port, 443);
         assert_eq!(parts.base_path, "/v1");
 
-        let parts = parse_target_url("http://[::1]/a/b").unwrap();
+        let parts = parse_target_url("http://[::1]/a/b").expect("valid");
         assert_eq!(parts.host, "::1");
         assert_eq!(parts.port, 80);
         assert_eq!(parts.base_path, "/a/b");
@@ -1048,7 +1062,7 @@ mod tests {
 
     #[test]
     fn overlapping_addresses() {
-        let addr = |s: &str| SocketAddr::from_str(s).unwrap();
+        let addr = |s: &str| SocketAddr::from_str(s).expect("valid address");
         assert!(overlaps(addr("127.0.0.1:80"), addr("127.0.0.1:80")));
         assert!(overlaps(addr("0.0.0.0:80"), addr("127.0.0.1:80")));
         assert!(!overlaps(addr("127.0.0.1:80"), addr("127.0.0.2:80")));

@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Weir's quick start: builds the gateway and the demo backend, starts both on loopback,
+# and prints requests to try. Ctrl-C stops both.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+GATEWAY=127.0.0.1:8080
+ADMIN=127.0.0.1:9901
+BACKEND=127.0.0.1:9000
+
+echo "==> building weir and the demo backend"
+cargo build -p weir -p weir-demo-backend
+
+pids=()
+cleanup() {
+    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+}
+trap cleanup EXIT INT TERM
+
+echo "==> starting the demo backend on $BACKEND"
+target/debug/weir-demo-backend "$BACKEND" &
+pids+=($!)
+
+echo "==> starting weir on examples/quickstart/weir.toml"
+target/debug/weir run -c examples/quickstart/weir.toml &
+pids+=($!)
+
+# Wait (bounded) until the gateway answers.
+for _ in $(seq 1 100); do
+    if (exec 3<>"/dev/tcp/${GATEWAY%:*}/${GATEWAY#*:}") 2>/dev/null; then break; fi
+    sleep 0.1
+done
+
+cat <<TXT
+
+Weir is serving on http://$GATEWAY (admin on http://$ADMIN). Try:
+
+  curl -i http://$GATEWAY/status          # mock route: answered by the gateway itself
+  curl -i http://$GATEWAY/users           # proxied to the demo backend
+  curl -i http://$GATEWAY/users/2         # path parameter, proxied
+  curl -i http://$GATEWAY/nowhere         # 404, JSON error with a request id
+  curl -i -X DELETE http://$GATEWAY/users # 405 with Allow
+  curl -i http://$GATEWAY/users/%2e%2e/x  # 400: ambiguous path encodings are refused
+  curl -i http://$ADMIN/healthz           # admin listener
+  target/debug/weir routes -c examples/quickstart/weir.toml
+
+Ctrl-C stops both.
+TXT
+wait
