@@ -6,6 +6,7 @@
 //! chunked uploads whose size nobody announced.
 
 use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -20,6 +21,36 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 #[error("body larger than {limit} bytes")]
 pub struct BodyTooLarge {
     pub limit: u64,
+}
+
+/// Why a streamed body failed: recorded where it failed, so that whoever passes the body
+/// on can tell whose fault a failed send was. hyper's HTTP/1 client hands a request body's
+/// error back from `send_request`, but its HTTP/2 client only resets the stream, and the
+/// error (a `413`, or a client that hung up mid-upload) would otherwise look like the
+/// upstream's failure.
+#[derive(Debug, Clone)]
+pub enum BodyFault {
+    /// More than the limit came.
+    TooLarge(BodyTooLarge),
+    /// The peer sending the body failed (hung up mid-body, broke the framing…).
+    Peer(String),
+}
+
+/// A shared slot that learns a body's [`BodyFault`], if it has one (see
+/// [`Body::watch_faults`]).
+#[derive(Debug, Clone, Default)]
+pub struct FaultWatch(Arc<OnceLock<BodyFault>>);
+
+impl FaultWatch {
+    /// The fault, once the body failed.
+    pub fn fault(&self) -> Option<&BodyFault> {
+        self.0.get()
+    }
+
+    fn record(&self, fault: BodyFault) {
+        // Only the first fault counts; a body that failed yields nothing after.
+        let _ = self.0.set(fault);
+    }
 }
 
 /// Called once when a body has been read to its end (used to return pooled upstream
@@ -44,6 +75,8 @@ pub struct Stream {
     remaining: u64,
     limit: u64,
     on_end: Option<Box<dyn OnEnd>>,
+    /// Told why the body failed, when someone asked ([`Body::watch_faults`]).
+    faults: Option<FaultWatch>,
 }
 
 impl std::fmt::Debug for Body {
@@ -79,6 +112,7 @@ impl Body {
             remaining: limit,
             limit,
             on_end: None,
+            faults: None,
         })
     }
 
@@ -89,6 +123,7 @@ impl Body {
             remaining: u64::MAX,
             limit: u64::MAX,
             on_end: Some(on_end),
+            faults: None,
         })
     }
 }
@@ -104,7 +139,24 @@ impl Body {
     }
 }
 
+impl Body {
+    /// A handle that learns why this body fails, if it does. `None` for fixed bodies,
+    /// which cannot fail.
+    pub fn watch_faults(&mut self) -> Option<FaultWatch> {
+        match self {
+            Body::Stream(stream) => Some(stream.faults.get_or_insert_default().clone()),
+            Body::Empty | Body::Full(_) => None,
+        }
+    }
+}
+
 impl Stream {
+    fn fail(&self, fault: BodyFault) {
+        if let Some(faults) = &self.faults {
+            faults.record(fault);
+        }
+    }
+
     fn finish(&mut self) {
         if let Some(hook) = self.on_end.take() {
             hook.on_end();
@@ -131,9 +183,11 @@ impl http_body::Body for Body {
                             let len = data.len() as u64;
                             if len > stream.remaining {
                                 stream.remaining = 0;
-                                return Poll::Ready(Some(Err(Box::new(BodyTooLarge {
+                                let too_large = BodyTooLarge {
                                     limit: stream.limit,
-                                }))));
+                                };
+                                stream.fail(BodyFault::TooLarge(too_large));
+                                return Poll::Ready(Some(Err(Box::new(too_large))));
                             }
                             stream.remaining -= len;
                         }
@@ -142,7 +196,10 @@ impl http_body::Body for Body {
                         }
                         Poll::Ready(Some(Ok(frame)))
                     }
-                    Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(Box::new(e)))),
+                    Poll::Ready(Some(Err(e))) => {
+                        stream.fail(BodyFault::Peer(e.to_string()));
+                        Poll::Ready(Some(Err(Box::new(e))))
+                    }
                     Poll::Ready(None) => {
                         stream.finish();
                         Poll::Ready(None)

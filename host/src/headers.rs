@@ -52,16 +52,16 @@ fn new_request_id() -> HeaderValue {
 /// Removes hop-by-hop headers: the fixed set of RFC 9110 §7.6.1 and every header named in
 /// `Connection`.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    if let Some(connection) = headers.get(CONNECTION) {
-        let named: Vec<HeaderName> = connection
-            .to_str()
-            .unwrap_or("")
-            .split(',')
-            .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-            .collect();
-        for name in named {
-            headers.remove(name);
-        }
+    // Every `Connection` line counts: a field sent on several lines is one comma-separated
+    // list (RFC 9110 §5.3), so a name in the second line is as hop-by-hop as in the first.
+    let named: Vec<HeaderName> = headers
+        .get_all(CONNECTION)
+        .iter()
+        .flat_map(|connection| connection.to_str().unwrap_or("").split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
     }
     for name in [
         &CONNECTION,
@@ -123,11 +123,23 @@ pub fn set_forwarded(
 ) {
     let trusted_peer = is_trusted(peer, trusted);
     let peer_text = peer.to_string();
-    let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(prior) if trusted_peer && headers.get_all(&X_FORWARDED_FOR).iter().count() == 1 => {
-            format!("{prior}, {peer_text}")
-        }
-        _ => peer_text,
+    // A trusted proxy's chain may come on several lines; they are one list (RFC 9110
+    // §5.3), joined in order, as `client_ip` reads them.
+    let prior: Vec<&str> = if trusted_peer {
+        headers
+            .get_all(&X_FORWARDED_FOR)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let xff = if prior.is_empty() {
+        peer_text
+    } else {
+        format!("{}, {peer_text}", prior.join(", "))
     };
     if let Ok(value) = HeaderValue::from_str(&xff) {
         headers.insert(&X_FORWARDED_FOR, value);
@@ -190,6 +202,28 @@ mod tests {
         strip_hop_by_hop(&mut headers);
         assert_eq!(headers.len(), 1);
         assert!(headers.contains_key("x-kept"));
+    }
+
+    #[test]
+    fn hop_by_hop_named_in_any_connection_line_removed() {
+        let mut headers = HeaderMap::new();
+        headers.append(CONNECTION, HeaderValue::from_static("x-first"));
+        headers.append(CONNECTION, HeaderValue::from_static("x-second"));
+        headers.insert("x-first", HeaderValue::from_static("1"));
+        headers.insert("x-second", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut headers);
+        assert!(headers.is_empty());
+    }
+
+    #[test]
+    fn forwarded_for_lines_from_trusted_peer_joined_and_appended() {
+        let mut headers = HeaderMap::new();
+        headers.append(&X_FORWARDED_FOR, HeaderValue::from_static("1.1.1.1"));
+        headers.append(&X_FORWARDED_FOR, HeaderValue::from_static("2.2.2.2"));
+        let trusted = nets(&["127.0.0.1/32"]);
+        set_forwarded(&mut headers, ip("127.0.0.1"), &trusted, "http", None);
+        assert_eq!(headers[&X_FORWARDED_FOR], "1.1.1.1, 2.2.2.2, 127.0.0.1");
+        assert_eq!(headers.get_all(&X_FORWARDED_FOR).iter().count(), 1);
     }
 
     #[test]

@@ -213,12 +213,13 @@ impl Gateway {
         }
         body.set_limit(limit);
 
-        let host = parts.headers.get(HOST).cloned().or_else(|| {
-            parts
-                .uri
-                .authority()
-                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-        });
+        // The host routing matched (see `request_host`): the URI's authority first (HTTP/2,
+        // absolute form, where it overrides `Host`), then `Host`.
+        let host = parts
+            .uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+            .or_else(|| parts.headers.get(HOST).cloned());
         headers::strip_hop_by_hop(&mut parts.headers);
         let proto = if conn.tls { "https" } else { "http" };
         let trusted = &self.config.server.trusted_proxies;

@@ -1,8 +1,9 @@
 //! The transport: listeners, connections, timeouts and shutdown. It knows nothing of
 //! routes; each request goes to [`Gateway::handle`].
 //!
-//! `accept` phase: a connection needs a permit of the connection cap before it is
-//! accepted (beyond the cap, clients wait in the kernel's backlog), then the TLS handshake
+//! `accept` phase: a connection needs a permit of the connection cap before it is served
+//! (beyond the cap, one client per listener waits accepted but unserved, the others in the
+//! kernel's backlog), then the TLS handshake
 //! (bounded by `header_read_timeout`), then hyper serves HTTP/1.1 or HTTP/2 (by ALPN on
 //! TLS, by preface on plain TCP).
 //!
@@ -11,9 +12,10 @@
 //!   connection, the whole head must follow within it (slow-loris defence);
 //! - `idle_timeout`: a connection with no request in flight and no traffic is closed.
 //!
-//! On shutdown, listeners close, every connection is asked to finish its in-flight
-//! requests and close, and [`Server::run`] returns when all are done or `shutdown_grace`
-//! has passed.
+//! On shutdown, the public listeners close, every public connection is asked to finish
+//! its in-flight requests and close, and [`Server::run`] returns when all are done or
+//! `shutdown_grace` has passed. The admin listener stays up until then, answering
+//! `/readyz` with `503` so that load balancers see the drain.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -27,14 +29,14 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::{Request, Response, StatusCode};
+use http::{Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{Notify, Semaphore};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -47,6 +49,14 @@ use crate::tls::{self, TlsError};
 /// Room hyper's own HTTP/1 read buffer leaves above `max_header_bytes`, so that the
 /// gateway's JSON `431` answers before hyper's bare one.
 const HEAD_BUFFER_SLACK_BYTES: usize = 16 * 1024;
+/// Room hyper's own HTTP/1 header-count limit leaves above `max_headers`, for the same
+/// reason: past its limit hyper answers a bare `431` (no JSON, no `x-request-id`) itself.
+/// With room of one, any head two fields over the limit got hyper's answer. hyper parses
+/// into this many slots (64 bytes each) per attempt, so the room stays modest.
+const HEADER_COUNT_SLACK: usize = 100;
+/// How long admin connections get to finish once the public drain is over (admin
+/// answers are immediate).
+const ADMIN_DRAIN_TIMEOUT: Duration = Duration::from_secs(1);
 /// hyper's smallest allowed HTTP/1 read buffer.
 const MIN_HTTP1_BUFFER_BYTES: usize = 8192;
 
@@ -144,14 +154,21 @@ impl Server {
             http: http_builder(server.max_headers, server.max_header_bytes),
         });
         let grace = server.shutdown_grace;
-        let cancel = CancellationToken::new();
-        let tracker = TaskTracker::new();
+        // Public listeners and their connections stop first; the admin listener only once
+        // they are drained, so that `/readyz` can report the drain (with one token and
+        // tracker for all, the admin listener closed at once and "draining" was never seen).
+        let (cancel, tracker) = (CancellationToken::new(), TaskTracker::new());
+        let (admin_cancel, admin_tracker) = (CancellationToken::new(), TaskTracker::new());
         let ready = Arc::new(AtomicBool::new(true));
 
         for (kind, listener) in self.listeners {
             if let Ok(addr) = listener.local_addr() {
                 tracing::info!(kind = kind.as_str(), %addr, "listening");
             }
+            let (cancel, tracker) = match kind {
+                ListenerKind::Admin => (&admin_cancel, &admin_tracker),
+                ListenerKind::Http | ListenerKind::Https => (&cancel, &tracker),
+            };
             let ctx = AcceptCtx {
                 kind,
                 gateway: self.gateway.clone(),
@@ -175,6 +192,9 @@ impl Server {
         } else {
             tracing::info!("drained; bye");
         }
+        admin_cancel.cancel();
+        admin_tracker.close();
+        let _ = tokio::time::timeout(ADMIN_DRAIN_TIMEOUT, admin_tracker.wait()).await;
     }
 }
 
@@ -204,8 +224,8 @@ fn http_builder(max_headers: usize, max_header_bytes: usize) -> auto::Builder<To
         // Activity enforces header_read_timeout; hyper's own would also cut idle
         // keep-alive connections.
         .header_read_timeout(None)
-        // One above the limit, so the gateway answers with its JSON 431 first.
-        .max_headers(max_headers + 1)
+        // Above the limit, so the gateway answers with its JSON 431 first.
+        .max_headers(max_headers.saturating_add(HEADER_COUNT_SLACK))
         .max_buf_size((max_header_bytes + HEAD_BUFFER_SLACK_BYTES).max(MIN_HTTP1_BUFFER_BYTES));
     builder
         .http2()
@@ -218,18 +238,6 @@ fn http_builder(max_headers: usize, max_header_bytes: usize) -> auto::Builder<To
 
 async fn accept_loop(listener: TcpListener, ctx: AcceptCtx) {
     loop {
-        // Admin connections do not count against the public connection cap.
-        let permit = if ctx.kind == ListenerKind::Admin {
-            None
-        } else {
-            tokio::select! {
-                permit = ctx.limits.connections.clone().acquire_owned() => match permit {
-                    Ok(permit) => Some(permit),
-                    Err(_) => return,
-                },
-                () = ctx.cancel.cancelled() => return,
-            }
-        };
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
@@ -241,6 +249,23 @@ async fn accept_loop(listener: TcpListener, ctx: AcceptCtx) {
                 }
             },
             () = ctx.cancel.cancelled() => return,
+        };
+        // Admin connections do not count against the public connection cap. The permit is
+        // taken after `accept`, not before: a loop that held a permit while waiting for a
+        // client would keep it from the other public listener, so a gateway with both
+        // `listen` and `tls.listen` served one connection fewer per listener than the cap.
+        // While this waits, the listener accepts nothing more (the kernel's backlog holds
+        // later clients).
+        let permit = if ctx.kind == ListenerKind::Admin {
+            None
+        } else {
+            tokio::select! {
+                permit = ctx.limits.connections.clone().acquire_owned() => match permit {
+                    Ok(permit) => Some(permit),
+                    Err(_) => return,
+                },
+                () = ctx.cancel.cancelled() => return,
+            }
         };
         let _ = stream.set_nodelay(true);
         let ctx = ctx.clone();
@@ -295,7 +320,7 @@ where
         let ready = ctx.ready.clone();
         let kind = ctx.kind;
         service_fn(move |request: Request<Incoming>| {
-            let guard = activity.request_started();
+            let guard = activity.request_started(request.version());
             let gateway = gateway.clone();
             let info = info.clone();
             let ready = ready.clone();
@@ -356,7 +381,12 @@ struct Activity {
     /// When the first byte of a pending request head arrived, ms; 0 = none pending.
     head_started_ms: AtomicU64,
     /// Whether head tracking applies (HTTP/1; HTTP/2 reads pings and settings too).
-    track_heads: bool,
+    /// Starts `false` for TLS with ALPN `h2`; turned off by the first HTTP/2 request on a
+    /// plain connection (h2c), which could not be told from HTTP/1 before.
+    track_heads: AtomicBool,
+    /// Wakes [`Activity::watchdog`] when a head starts: it may be asleep for a whole
+    /// `idle_timeout` and must not notice a stalled head only then.
+    head_started: Notify,
 }
 
 impl Activity {
@@ -365,18 +395,20 @@ impl Activity {
             in_flight: AtomicUsize::new(0),
             last_ms: AtomicU64::new(now_ms()),
             head_started_ms: AtomicU64::new(0),
-            track_heads,
+            track_heads: AtomicBool::new(track_heads),
+            head_started: Notify::new(),
         }
     }
 
     fn on_read(&self) {
         let now = now_ms().max(1);
         self.last_ms.store(now, Ordering::Relaxed);
-        if self.track_heads
+        if self.track_heads.load(Ordering::Relaxed)
             && self.in_flight.load(Ordering::Relaxed) == 0
             && self.head_started_ms.load(Ordering::Relaxed) == 0
         {
             self.head_started_ms.store(now, Ordering::Relaxed);
+            self.head_started.notify_one();
         }
     }
 
@@ -384,7 +416,12 @@ impl Activity {
         self.last_ms.store(now_ms(), Ordering::Relaxed);
     }
 
-    fn request_started(self: &Arc<Self>) -> InFlight {
+    fn request_started(self: &Arc<Self>, version: Version) -> InFlight {
+        if version == Version::HTTP_2 {
+            // h2c: pings and window updates between requests are not request heads; left
+            // tracked, they cut an idle connection after `header_read_timeout`.
+            self.track_heads.store(false, Ordering::Relaxed);
+        }
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         self.head_started_ms.store(0, Ordering::Relaxed);
         InFlight(self.clone())
@@ -412,7 +449,11 @@ impl Activity {
                 }
                 last + idle_ms - now
             };
-            tokio::time::sleep(Duration::from_millis(wait_ms.max(1))).await;
+            // Re-evaluated when the wait is over or a head starts, whichever is first.
+            tokio::select! {
+                () = tokio::time::sleep(Duration::from_millis(wait_ms.max(1))) => {}
+                () = self.head_started.notified() => {}
+            }
         }
     }
 }

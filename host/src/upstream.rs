@@ -28,7 +28,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
-use crate::body::{Body, OnEnd, is_body_too_large};
+use crate::body::{Body, BodyFault, FaultWatch, OnEnd};
 use crate::config::{self, Eject, Scheme};
 use crate::error::GatewayError;
 use crate::tls::{TlsError, client_config};
@@ -291,8 +291,9 @@ impl UpstreamPool {
         request: Request<Body>,
         forward: Forward<'_>,
     ) -> Result<Response<Body>, GatewayError> {
-        let (parts, body) = request.into_parts();
+        let (parts, mut body) = request.into_parts();
         let replayable = is_idempotent(&parts.method) && http_body::Body::is_end_stream(&body);
+        let faults = body.watch_faults();
         let mut body = Some(body);
         let mut tried: u64 = 0;
         let mut last_error = None;
@@ -329,8 +330,9 @@ impl UpstreamPool {
                     None => break,
                 }
             };
-            let request = self.upstream_request(&parts, target, forward, attempt_body)?;
-            match self.send(conn, target, request).await {
+            let h2 = matches!(conn, Conn::H2(_));
+            let request = self.upstream_request(&parts, target, forward, attempt_body, h2)?;
+            match self.send(conn, target, request, faults.as_ref()).await {
                 Ok(response) => return Ok(response),
                 Err(e) => {
                     let retry = replayable && !matches!(e, GatewayError::UpstreamTimeout { .. });
@@ -354,12 +356,15 @@ impl UpstreamPool {
         }
     }
 
+    /// The request for `target` over a connection that speaks HTTP/2 when `h2` (which,
+    /// for `https` targets, ALPN decided, whatever `http2` asked for).
     fn upstream_request(
         &self,
         parts: &http::request::Parts,
         target: &TargetPool,
         forward: Forward<'_>,
         body: Body,
+        h2: bool,
     ) -> Result<Request<Body>, GatewayError> {
         let t = &target.target;
         let path = if t.base_path.is_empty() {
@@ -376,7 +381,19 @@ impl UpstreamPool {
         *request.method_mut() = parts.method.clone();
         *request.headers_mut() = parts.headers.clone();
         let authority = if self.preserve_host {
-            parts.headers.get(HOST).cloned()
+            // The host the client asked for, as routing saw it: the request target's
+            // authority when there is one (HTTP/2 `:authority`, which comes with no `Host`
+            // header; an absolute-form target, whose authority overrides `Host` per RFC
+            // 9112 §3.2.2), else `Host`. An HTTP/1.1 upstream needs it as `Host`.
+            let host = parts
+                .uri
+                .authority()
+                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+                .or_else(|| parts.headers.get(HOST).cloned());
+            if let Some(host) = &host {
+                request.headers_mut().insert(HOST, host.clone());
+            }
+            host
         } else {
             request
                 .headers_mut()
@@ -384,7 +401,9 @@ impl UpstreamPool {
             None
         };
         let mut uri = Uri::builder().path_and_query(path);
-        if self.http2 {
+        // Decided by the connection, not by `http2`: an `https` target whose ALPN chose
+        // HTTP/1.1 must get an origin-form target, not an absolute URI.
+        if h2 {
             // HTTP/2 carries the target in :scheme and :authority, so the URI is absolute.
             let scheme = match t.scheme {
                 Scheme::Http => http::uri::Scheme::HTTP,
@@ -403,11 +422,14 @@ impl UpstreamPool {
         Ok(request)
     }
 
+    /// Sends `request` on `conn`. `faults` tells whether the request body failed on the
+    /// client's side, which is then the client's error and no mark against the target.
     async fn send(
         &self,
         conn: Conn,
         target: &Arc<TargetPool>,
         request: Request<Body>,
+        faults: Option<&FaultWatch>,
     ) -> Result<Response<Body>, GatewayError> {
         let sent = match conn {
             Conn::H1(mut sender) => {
@@ -439,12 +461,14 @@ impl UpstreamPool {
                 }
                 Ok(response)
             }
-            Err(e) if is_body_too_large(&e) => {
-                // The client's fault, not the target's.
-                Err(GatewayError::BodyTooLarge {
-                    limit: body_limit_of(&e),
-                })
-            }
+            // The request body failed: the client's fault, not the target's. Asked of the
+            // body, not of `e`: over HTTP/2 the body's error is lost in a stream reset.
+            Err(_) if let Some(fault) = faults.and_then(FaultWatch::fault) => match fault {
+                BodyFault::TooLarge(too_large) => Err(GatewayError::BodyTooLarge {
+                    limit: too_large.limit,
+                }),
+                BodyFault::Peer(reason) => Err(GatewayError::ClientBody(reason.clone())),
+            },
             Err(e) => {
                 target.record_failure(&self.name, self.eject);
                 Err(GatewayError::UpstreamProtocol {
@@ -550,18 +574,6 @@ impl UpstreamPool {
             Ok(Conn::H1(sender))
         }
     }
-}
-
-/// The limit named in a [`crate::body::BodyTooLarge`] somewhere in `err`'s chain.
-fn body_limit_of(err: &(dyn std::error::Error + 'static)) -> u64 {
-    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(err);
-    while let Some(e) = current {
-        if let Some(too_large) = e.downcast_ref::<crate::body::BodyTooLarge>() {
-            return too_large.limit;
-        }
-        current = e.source();
-    }
-    0
 }
 
 #[cfg(test)]

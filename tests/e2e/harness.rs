@@ -602,3 +602,178 @@ impl IssuedCert {
         Arc::new(config)
     }
 }
+
+// ---- Added for tls.rs and listener.rs: TLS clients and keep-alive raw connections ----
+
+/// A rustls client config trusting the CA certificates `roots` (DER), offering `alpn`
+/// (empty = no ALPN), and presenting `identity` as client certificate when given.
+pub fn tls_client_config(
+    roots: &[Vec<u8>],
+    alpn: &[&[u8]],
+    identity: Option<&IssuedCert>,
+) -> Arc<rustls::ClientConfig> {
+    use rustls_pki_types::pem::PemObject;
+    let mut store = rustls::RootCertStore::empty();
+    for root in roots {
+        store
+            .add(rustls_pki_types::CertificateDer::from(root.clone()))
+            .expect("root cert");
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("versions")
+    .with_root_certificates(store);
+    let mut config = match identity {
+        Some(cert) => {
+            let chain = vec![rustls_pki_types::CertificateDer::from(
+                cert.cert_der.clone(),
+            )];
+            let key = rustls_pki_types::PrivateKeyDer::from_pem_slice(cert.key_pem.as_bytes())
+                .expect("key pem");
+            builder
+                .with_client_auth_cert(chain, key)
+                .expect("client cert")
+        }
+        None => builder.with_no_client_auth(),
+    };
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Arc::new(config)
+}
+
+/// Opens a TLS connection to `addr` for `server_name`: a DNS name (sent as SNI) or an IP
+/// literal (rustls then sends no SNI at all).
+pub async fn tls_connect(
+    addr: SocketAddr,
+    config: Arc<rustls::ClientConfig>,
+    server_name: &str,
+) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
+    let name =
+        rustls_pki_types::ServerName::try_from(server_name.to_owned()).expect("valid server name");
+    let tcp = TcpStream::connect(addr).await?;
+    tokio_rustls::TlsConnector::from(config)
+        .connect(name, tcp)
+        .await
+}
+
+/// One raw HTTP/1.1 connection kept open across requests, for tests about what happens
+/// to a connection before, between and after requests.
+pub struct RawConn {
+    stream: TcpStream,
+    /// Bytes read but not yet consumed as a response.
+    buf: Vec<u8>,
+}
+
+impl RawConn {
+    pub async fn connect(addr: SocketAddr) -> RawConn {
+        RawConn {
+            stream: TcpStream::connect(addr).await.expect("connect"),
+            buf: Vec::new(),
+        }
+    }
+
+    /// Writes `bytes` exactly as given.
+    pub async fn send(&mut self, bytes: &str) {
+        self.stream
+            .write_all(bytes.as_bytes())
+            .await
+            .expect("write");
+    }
+
+    /// Writes `bytes`, reporting failure (the server may have closed) instead of panicking.
+    pub async fn try_send(&mut self, bytes: &str) -> std::io::Result<()> {
+        self.stream.write_all(bytes.as_bytes()).await
+    }
+
+    /// A keep-alive `GET {path}`, and its response.
+    pub async fn get(&mut self, path: &str) -> RawResponse {
+        self.send(&format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n"))
+            .await;
+        self.read_response().await
+    }
+
+    /// Reads one response (head, then a `content-length` or chunked body) within 5 s.
+    pub async fn read_response(&mut self) -> RawResponse {
+        tokio::time::timeout(Duration::from_secs(5), self.read_response_inner())
+            .await
+            .expect("response within 5s")
+    }
+
+    /// Like [`read_response`](Self::read_response), but `None` if no whole response
+    /// arrives within `within` (the connection stays usable).
+    pub async fn try_read_response(&mut self, within: Duration) -> Option<RawResponse> {
+        tokio::time::timeout(within, self.read_response_inner())
+            .await
+            .ok()
+    }
+
+    async fn read_response_inner(&mut self) -> RawResponse {
+        let head_end = loop {
+            if let Some(i) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+            self.fill().await;
+        };
+        let head = parse_raw(&self.buf[..head_end]);
+        let total = if let Some(len) = head.header("content-length") {
+            head_end + len.parse::<usize>().expect("content-length")
+        } else if head
+            .header("transfer-encoding")
+            .is_some_and(|v| v.contains("chunked"))
+        {
+            loop {
+                if let Some(i) = self.buf[head_end..]
+                    .windows(5)
+                    .position(|w| w == b"0\r\n\r\n")
+                {
+                    break head_end + i + 5;
+                }
+                self.fill().await;
+            }
+        } else {
+            head_end
+        };
+        while self.buf.len() < total {
+            self.fill().await;
+        }
+        let response = parse_raw(&self.buf[..total]);
+        self.buf.drain(..total);
+        response
+    }
+
+    async fn fill(&mut self) {
+        let mut chunk = [0u8; 8192];
+        let n = self.stream.read(&mut chunk).await.expect("read");
+        assert!(n > 0, "connection closed mid-response");
+        self.buf.extend_from_slice(&chunk[..n]);
+    }
+
+    /// Whether the server closes the connection (EOF or reset) within `within`. Bytes
+    /// arriving meanwhile are kept.
+    pub async fn closed_within(&mut self, within: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + within;
+        let mut chunk = [0u8; 8192];
+        loop {
+            match tokio::time::timeout_at(deadline, self.stream.read(&mut chunk)).await {
+                Err(_) => return false,
+                Ok(Ok(0)) | Ok(Err(_)) => return true,
+                Ok(Ok(n)) => self.buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+    }
+
+    /// What arrived so far without being read as a response.
+    pub fn unread(&self) -> String {
+        String::from_utf8_lossy(&self.buf).into_owned()
+    }
+}
+
+/// Polls `condition` every 10 ms until it holds; panics after `within`.
+pub async fn wait_until(within: Duration, what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !condition() {
+        assert!(Instant::now() < deadline, "not within {within:?}: {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}

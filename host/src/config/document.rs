@@ -22,6 +22,8 @@ pub type Tree<'i> = Spanned<DeTable<'i>>;
 struct Spans {
     key: Option<Range<usize>>,
     value: Range<usize>,
+    /// The value's TOML type: `"string"`, `"datetime"`, `"table"`, ...
+    kind: &'static str,
 }
 
 /// The source text and where every key path sits in it.
@@ -60,6 +62,11 @@ impl<'s> Document<'s> {
         // `line_starts[0] == 0 <= offset`, so `line >= 1`.
         let start = self.line_starts[line - 1];
         (line, column_of(self.source, start, offset))
+    }
+
+    /// The TOML type of the value at `path` (`"datetime"`, `"table"`, ...), if written.
+    pub fn value_kind(&self, path: &KeyPath) -> Option<&'static str> {
+        self.spans.get(&path.to_string()).map(|spans| spans.kind)
     }
 
     /// Whether `path` is written in the file.
@@ -117,6 +124,7 @@ fn index_table(table: &DeTable<'_>, path: &KeyPath, spans: &mut HashMap<String, 
             Spans {
                 key: Some(key.span()),
                 value: value.span(),
+                kind: value.get_ref().type_str(),
             },
         );
         index_value(value.get_ref(), &path, spans);
@@ -134,6 +142,7 @@ fn index_value(value: &DeValue<'_>, path: &KeyPath, spans: &mut HashMap<String, 
                     Spans {
                         key: None,
                         value: item.span(),
+                        kind: item.get_ref().type_str(),
                     },
                 );
                 index_value(item.get_ref(), &path, spans);

@@ -1,14 +1,14 @@
-//! The route file: a raw serde mirror ([`raw`]), a validation pass ([`validate`]) that
+//! The route file: a raw serde mirror (`raw`), a validation pass (`validate`) that
 //! resolves references and reports every error with file, line and key, and the validated
 //! form ([`model`]) the gateway runs on.
 //!
 //! [`load`] and [`parse`] run the whole pass, in this order:
 //!
-//! 1. parse the TOML text into a span-carrying tree ([`document`]); a syntax error stops here;
-//! 2. replace `${env:NAME}` in every string value ([`interpolate`]);
-//! 3. deserialize the tree into [`raw::RawConfig`], collecting unknown keys; a value of the
+//! 1. parse the TOML text into a span-carrying tree (`document`); a syntax error stops here;
+//! 2. replace `${env:NAME}` in every string value (`interpolate`);
+//! 3. deserialize the tree into `raw::RawConfig`, collecting unknown keys; a value of the
 //!    wrong TOML type stops here;
-//! 4. validate raw → model ([`validate`]), reporting every problem;
+//! 4. validate raw → model (`validate`), reporting every problem;
 //! 5. compile the route table ([`crate::router::Router::new`]) once all else is clean.
 //!
 //! Every error is a [`ConfigError`] placed at the file, line, column and dotted key at fault.
@@ -18,10 +18,12 @@ pub mod error;
 mod interpolate;
 mod keypath;
 pub mod model;
+mod names;
 mod pem;
-pub mod raw;
+mod raw;
+mod target_url;
 pub mod units;
-pub mod validate;
+mod validate;
 
 #[cfg(test)]
 mod golden_tests;
@@ -89,7 +91,15 @@ pub fn parse(
     let raw = match deserialized.config {
         Ok(raw) => raw,
         Err(error) => {
-            report.at_offset(error.offset, &error.path, error.message);
+            // serde sees a TOML datetime as a table; say what the file says.
+            let message = if document.value_kind(&error.path) == Some("datetime") {
+                error
+                    .message
+                    .replacen("invalid type: table,", "invalid type: datetime,", 1)
+            } else {
+                error.message
+            };
+            report.at_offset(error.offset, &error.path, message);
             return Err(ConfigErrors(report.into_errors()));
         }
     };
@@ -115,6 +125,10 @@ pub fn parse(
             let routes = KeyPath::root().key("routes");
             for error in errors {
                 report.at(&routes.index(error.route).key("path"), error.message);
+            }
+            // An `Err` is never empty, even if the router returned no reason.
+            if !report.has_errors() {
+                report.at(&routes, "the route table could not be built");
             }
             return Err(ConfigErrors(report.into_errors()));
         }

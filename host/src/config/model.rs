@@ -2,7 +2,7 @@
 //!
 //! Everything here is resolved and checked: references are indices, durations are
 //! [`Duration`]s, sizes are byte counts, certificates are parsed. It is built by
-//! [`super::validate`] from the raw serde mirror in [`super::raw`], and never derives
+//! `validate.rs` from the raw serde mirror in `raw.rs`, and never derives
 //! `Deserialize` itself.
 
 use std::net::SocketAddr;
@@ -201,7 +201,8 @@ pub enum Scheme {
 /// One `[[routes]]` entry.
 #[derive(Debug)]
 pub struct Route {
-    /// `name`, or `"METHODS path"` when not given. Unique.
+    /// `name`, or `"METHODS path"` (plus `" on HOSTS"` when `hosts` is set) when not
+    /// given. Unique.
     pub name: String,
     /// `methods`; `None` = any method.
     pub methods: Option<Vec<Method>>,

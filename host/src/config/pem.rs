@@ -13,9 +13,9 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 /// Reads every certificate in a PEM file; at least one is required.
 pub fn read_certs(resolved: &Path, shown: &str) -> Result<Vec<CertificateDer<'static>>, String> {
     let certs = CertificateDer::pem_file_iter(resolved)
-        .map_err(|e| pem_error(e, shown, "certificate"))?
+        .map_err(|e| pem_error(e, resolved, shown, "certificate"))?
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| pem_error(e, shown, "certificate"))?;
+        .map_err(|e| pem_error(e, resolved, shown, "certificate"))?;
     if certs.is_empty() {
         return Err(no_items(shown, "certificate"));
     }
@@ -24,7 +24,7 @@ pub fn read_certs(resolved: &Path, shown: &str) -> Result<Vec<CertificateDer<'st
 
 /// Reads the first private key (PKCS#8, PKCS#1 or SEC1) in a PEM file.
 pub fn read_private_key(resolved: &Path, shown: &str) -> Result<PrivateKeyDer<'static>, String> {
-    PrivateKeyDer::from_pem_file(resolved).map_err(|e| pem_error(e, shown, "private key"))
+    PrivateKeyDer::from_pem_file(resolved).map_err(|e| pem_error(e, resolved, shown, "private key"))
 }
 
 /// Checks that `key` is usable by rustls and belongs to the first certificate of `chain`.
@@ -52,8 +52,14 @@ fn no_items(shown: &str, what: &str) -> String {
     format!("no {what} in {shown:?}, expected a PEM file with a \"{label}\" block")
 }
 
-fn pem_error(error: pem::Error, shown: &str, what: &str) -> String {
+fn pem_error(error: pem::Error, resolved: &Path, shown: &str, what: &str) -> String {
     match error {
+        // Where a relative name was looked for is what the reader needs to fix it.
+        pem::Error::Io(e) if resolved != Path::new(shown) => format!(
+            "cannot read {shown:?} (looked for {:?}): {}",
+            resolved.display().to_string(),
+            io_reason(&e)
+        ),
         pem::Error::Io(e) => format!("cannot read {shown:?}: {}", io_reason(&e)),
         pem::Error::NoItemsFound => no_items(shown, what),
         other => format!("invalid PEM in {shown:?}: {other}"),

@@ -63,7 +63,7 @@ fn tls(rest: &str) -> String {
 #[test]
 fn errors_carry_file_line_column_and_key() {
     let error = &try_parse("[server]\nadmin = \"127.0.0.1:9901\"\nlisen = \"127.0.0.1:8080\"\n")
-        .unwrap_err()
+        .expect_err("an error")
         .0[0];
     assert_eq!(error.file, Path::new("weir.toml"));
     assert_eq!((error.line, error.column), (Some(3), Some(1)));
@@ -110,6 +110,10 @@ fn type_errors_name_the_key_and_toml_words() {
         "weir.toml:1:10: server: invalid type: integer `5`, expected a table"
     );
     assert_eq!(
+        error("[server]\nlisten = 1979-05-27\n"),
+        "weir.toml:2:10: server.listen: invalid type: datetime, expected a string"
+    );
+    assert_eq!(
         error(&with_listen("[routes]\npath = \"/\"\n")),
         "weir.toml:3:1: routes: invalid type: table, expected an array"
     );
@@ -119,7 +123,7 @@ fn type_errors_name_the_key_and_toml_words() {
 fn load_reports_an_unreadable_file_without_position() {
     let missing = Path::new("/nonexistent/weir.toml");
     assert_eq!(
-        load(missing).unwrap_err().to_string(),
+        load(missing).expect_err("an error").to_string(),
         "/nonexistent/weir.toml: cannot read the route file: no such file"
     );
 }
@@ -317,6 +321,11 @@ fn admin_must_differ_from_public_listeners() {
     );
     let source = format!("[server]\nadmin = \"0.0.0.0:8443\"\n{}", tls(""));
     assert!(error(&source).contains("server.admin: 0.0.0.0:8443 is also `server.tls.listen`"));
+    // Checked even while the TLS certificate is still missing.
+    let errors =
+        errors("[server]\nadmin = \"0.0.0.0:8443\"\n[server.tls]\nlisten = \"127.0.0.1:8443\"\n");
+    assert_eq!(errors.len(), 3, "{errors:#?}");
+    assert!(errors[0].contains("server.admin: 0.0.0.0:8443 is also `server.tls.listen`"));
     // Port 0 means "any free port": never a collision.
     valid("[server]\nlisten = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n");
 }
@@ -772,17 +781,39 @@ fn route_names_are_unique() {
         errors(&route(
             "name = \"a\"\npath = \"/a\"\nmock = {}\n\
              [[routes]]\nname = \"a\"\npath = \"/b\"\nmock = {}\n\
-             [[routes]]\npath = \"/c\"\nmock = {}\n\
-             [[routes]]\npath = \"/c\"\nhosts = [\"x.example\"]\nmock = {}\n"
+             [[routes]]\nmethods = [\"GET\"]\npath = \"/c\"\nmock = {}\n\
+             [[routes]]\nname = \"GET /c\"\npath = \"/d\"\nmock = {}\n"
         )),
         [
             "weir.toml:10:8: routes[1].name: duplicate route name \"a\", also used by routes[0]",
-            "weir.toml:16:1: routes[3]: duplicate route name \"/c\", also used by routes[2]",
+            "weir.toml:18:8: routes[3].name: duplicate route name \"GET /c\", also used by routes[2]",
         ]
     );
     assert!(
         error(&route("name = \"\"\npath = \"/\"\nmock = {}\n"))
             .contains("routes[0].name: expected a non-empty name")
+    );
+}
+
+#[test]
+fn default_names_tell_routes_apart_by_host() {
+    let config = valid(&route(
+        "path = \"/c\"\nmock = {}\n[[routes]]\npath = \"/c\"\nhosts = [\"X.example\"]\nmock = {}\n",
+    ));
+    assert_eq!(config.routes[0].name, "/c");
+    assert_eq!(config.routes[1].name, "/c on x.example");
+}
+
+#[test]
+fn equal_default_names_are_left_to_the_router() {
+    // The same route twice: one error, the router's, not also a duplicate name.
+    let errors = errors(&route(
+        "path = \"/c\"\nmock = {}\n[[routes]]\npath = \"/c\"\nmock = {}\n",
+    ));
+    assert_eq!(errors.len(), 1, "{errors:#?}");
+    assert!(
+        errors[0].starts_with("weir.toml:9:8: routes[1].path: duplicate of route 0"),
+        "{errors:#?}"
     );
 }
 
@@ -795,5 +826,22 @@ fn router_errors_are_placed_at_the_route_path() {
     assert!(
         errors[0].starts_with("weir.toml:6:8: routes[0].path: path template"),
         "{errors:#?}"
+    );
+}
+
+#[test]
+fn unreadable_files_say_where_they_were_looked_for() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let path = dir.path().join("weir.toml");
+    std::fs::write(
+        &path,
+        "[server.tls]\nlisten = \"127.0.0.1:0\"\ncert = \"tls/missing.crt\"\nkey = \"tls/missing.key\"\n",
+    )
+    .expect("write weir.toml");
+    let errors = load(&path).expect_err("the files are missing");
+    let looked_for = dir.path().join("tls/missing.crt").display().to_string();
+    assert_eq!(
+        errors.0[0].message,
+        format!("cannot read \"tls/missing.crt\" (looked for {looked_for:?}): no such file")
     );
 }

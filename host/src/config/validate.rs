@@ -16,19 +16,20 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue};
-use http::uri::Authority;
-use http::{HeaderMap, Method, StatusCode, Uri};
+use http::{HeaderMap, Method, StatusCode};
 use ipnet::IpNet;
 use rustls_pki_types::CertificateDer;
 
 use super::document::{Document, Report};
 use super::keypath::KeyPath;
 use super::model::*;
+use super::names::{check_host_name, did_you_mean, did_you_mean_text, is_upstream_name, suggest};
 use super::pem;
 use super::raw::{
     RawConfig, RawEject, RawMock, RawPool, RawRoute, RawServer, RawSize, RawSni, RawTarget, RawTls,
     RawUpstream, Table,
 };
+use super::target_url::parse_target_url;
 use super::units::{parse_duration, parse_size};
 use crate::path::{EscapedSeparators, PathOptions};
 
@@ -38,14 +39,6 @@ pub const MIN_MAX_HEADER_BYTES: u64 = 1024;
 pub const MOCK_STATUS_RANGE: std::ops::RangeInclusive<i64> = 100..=599;
 /// Default `mock.status`.
 pub const DEFAULT_MOCK_STATUS: StatusCode = StatusCode::OK;
-/// Default port of an `http` target.
-pub const HTTP_DEFAULT_PORT: u16 = 80;
-/// Default port of an `https` target.
-pub const HTTPS_DEFAULT_PORT: u16 = 443;
-/// How far (in edits, per three characters) a name may be from a known one to be
-/// suggested with "did you mean".
-const SUGGESTION_CHARS_PER_EDIT: usize = 3;
-
 /// Everything but the router: the caller builds that once the report is clean.
 #[derive(Debug)]
 pub struct Validated {
@@ -115,28 +108,6 @@ pub fn unknown_key(report: &mut Report<'_>, path: &KeyPath) {
     }
 }
 
-/// `" (did you mean \"x\"?)"` for the known name closest to `name`, if one is close.
-pub fn did_you_mean<'a>(name: &str, known: impl IntoIterator<Item = &'a str>) -> String {
-    did_you_mean_text(suggest(name, known))
-}
-
-/// The known name closest to `name`, if one is close enough to be a typo of it.
-pub fn suggest<'a>(name: &str, known: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
-    let most_edits = (name.chars().count() / SUGGESTION_CHARS_PER_EDIT).max(1);
-    known
-        .into_iter()
-        .map(|candidate| (strsim::damerau_levenshtein(name, candidate), candidate))
-        .filter(|(edits, _)| *edits <= most_edits)
-        .min_by_key(|(edits, _)| *edits)
-        .map(|(_, candidate)| candidate)
-}
-
-fn did_you_mean_text(suggestion: Option<&str>) -> String {
-    suggestion
-        .map(|meant| format!(" (did you mean {meant:?}?)"))
-        .unwrap_or_default()
-}
-
 /// Whether a duration may be zero.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Zero {
@@ -157,7 +128,10 @@ impl Validator<'_, '_> {
         let listen = self.socket_addr(&path.key("listen"), raw.listen);
         let admin = self.socket_addr(&path.key("admin"), raw.admin);
         let has_tls = raw.tls.is_some();
-        let tls = raw.tls.and_then(|tls| self.tls(&path.key("tls"), tls));
+        let tls_path = path.key("tls");
+        let tls_listen = raw.tls.as_ref().and_then(|tls| tls.listen.clone());
+        let tls_listen = self.socket_addr(&tls_path.key("listen"), tls_listen);
+        let tls = raw.tls.and_then(|tls| self.tls(&tls_path, tls, tls_listen));
 
         // With `[server.tls]` present, its own `listen` is required and reported there.
         if listen.is_none() && !has_tls && !self.report.has_errors_at_or_under(&path.key("listen"))
@@ -167,7 +141,6 @@ impl Validator<'_, '_> {
                 "at least one of `server.listen` and `server.tls.listen` must be set",
             );
         }
-        let tls_listen = tls.as_ref().map(|tls| tls.listen);
         if let (Some(plain), Some(secure)) = (listen, tls_listen)
             && overlaps(plain, secure)
         {
@@ -292,13 +265,14 @@ impl Validator<'_, '_> {
 
     // ---- [server.tls] ----
 
-    fn tls(&mut self, path: &KeyPath, raw: RawTls) -> Option<Tls> {
-        let listen = self.required(
+    /// `[server.tls]`; its `listen` is parsed by the caller, which checks it against the
+    /// other listeners even when a certificate is broken.
+    fn tls(&mut self, path: &KeyPath, raw: RawTls, listen: Option<SocketAddr>) -> Option<Tls> {
+        self.required(
             &path.key("listen"),
-            raw.listen,
+            raw.listen.as_ref(),
             "an address such as \"0.0.0.0:8443\"",
         );
-        let listen = listen.and_then(|text| self.socket_addr(&path.key("listen"), Some(text)));
         let default_cert = self.cert_key(path, raw.cert, raw.key);
         let client_ca = raw
             .client_ca
@@ -562,7 +536,7 @@ impl Validator<'_, '_> {
             .methods
             .map(|methods| self.methods(&path.key("methods"), methods));
         let hosts_path = path.key("hosts");
-        let hosts = raw
+        let hosts: Vec<String> = raw
             .hosts
             .unwrap_or_default()
             .iter()
@@ -579,7 +553,7 @@ impl Validator<'_, '_> {
         }
         let name = raw
             .name
-            .unwrap_or_else(|| default_route_name(methods.as_deref(), &route_path));
+            .unwrap_or_else(|| default_route_name(methods.as_deref(), &route_path, &hosts));
         Route {
             name,
             methods,
@@ -699,6 +673,9 @@ impl Validator<'_, '_> {
         }
     }
 
+    /// Names must be unique. Two default names can only be equal for routes with the same
+    /// methods, path and hosts, which the router reports as duplicate routes; so a clash
+    /// is reported here only when at least one of the names is written in the file.
     fn unique_route_names(&mut self, path: &KeyPath, routes: &[Route]) {
         let mut first_use: HashMap<&str, usize> = HashMap::new();
         for (i, route) in routes.iter().enumerate() {
@@ -709,12 +686,13 @@ impl Validator<'_, '_> {
                 Entry::Occupied(first) => {
                     let route_path = path.index(i);
                     let name_path = route_path.key("name");
+                    let first_name_path = path.index(*first.get()).key("name");
+                    let written = self.report.is_in_file(&name_path);
+                    if !written && !self.report.is_in_file(&first_name_path) {
+                        continue;
+                    }
                     // Place the error at `name` if it is written, else at the route.
-                    let at = if self.report.is_in_file(&name_path) {
-                        name_path
-                    } else {
-                        route_path
-                    };
+                    let at = if written { name_path } else { route_path };
                     self.report.at(
                         &at,
                         format!(
@@ -859,206 +837,27 @@ fn overlaps(a: SocketAddr, b: SocketAddr) -> bool {
         && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
 }
 
-fn is_upstream_name(name: &str) -> bool {
-    !name.is_empty()
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-}
-
-/// `"GET,POST /path"`, or just the path when any method is allowed.
-fn default_route_name(methods: Option<&[Method]>, path: &str) -> String {
-    match methods {
+/// `"GET,POST /path"`, or just the path when any method is allowed; `" on HOST,HOST"`
+/// follows when the route lists hosts, so that routes told apart only by host get
+/// different names.
+fn default_route_name(methods: Option<&[Method]>, path: &str, hosts: &[String]) -> String {
+    let mut name = match methods {
         Some(methods) if !methods.is_empty() => {
             let methods: Vec<&str> = methods.iter().map(Method::as_str).collect();
             format!("{} {path}", methods.join(","))
         }
         _ => path.to_owned(),
-    }
-}
-
-/// Checks a lower-case host name: dot-separated labels of letters, digits, `-` and `_`,
-/// optionally starting with the wildcard label `*.`.
-pub fn check_host_name(name: &str) -> Result<(), String> {
-    let invalid = || {
-        format!(
-            "invalid host name {name:?}, expected e.g. \"api.example.com\" or \"*.example.com\""
-        )
     };
-    let rest = name.strip_prefix("*.").unwrap_or(name);
-    if rest.contains('*') {
-        return Err(format!(
-            "invalid host name {name:?}, a wildcard is only allowed as a leading \"*.\""
-        ));
+    if !hosts.is_empty() {
+        name.push_str(" on ");
+        name.push_str(&hosts.join(","));
     }
-    let label_ok = |label: &str| {
-        !label.is_empty()
-            && label
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-    };
-    if rest.split('.').all(label_ok) {
-        Ok(())
-    } else {
-        Err(invalid())
-    }
-}
-
-/// The parts of a target URL the model keeps.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TargetParts {
-    pub scheme: Scheme,
-    pub authority: Authority,
-    pub host: String,
-    pub port: u16,
-    pub base_path: String,
-}
-
-/// Parses `http[s]://host[:port][/base/path]`: no user info, query or fragment.
-pub fn parse_target_url(url: &str) -> Result<TargetParts, String> {
-    const EXAMPLE: &str = "expected e.g. \"http://127.0.0.1:9000\"";
-    let uri = Uri::from_str(url).map_err(|_| format!("invalid URL {url:?}, {EXAMPLE}"))?;
-    let scheme = match uri.scheme_str() {
-        Some("http") => Scheme::Http,
-        Some("https") => Scheme::Https,
-        Some(other) => {
-            return Err(format!(
-                "unsupported scheme {other:?} in {url:?}, expected \"http\" or \"https\""
-            ));
-        }
-        None => return Err(format!("missing scheme in {url:?}, {EXAMPLE}")),
-    };
-    let Some(authority) = uri.authority().cloned() else {
-        return Err(format!("missing host in {url:?}, {EXAMPLE}"));
-    };
-    // Checked before anything that repeats the URL: it may hold a password.
-    if authority.as_str().contains('@') {
-        return Err("user info (`user:password@`) is not allowed in a target URL".to_owned());
-    }
-    let host = authority.host();
-    if host.is_empty() {
-        return Err(format!("missing host in {url:?}, {EXAMPLE}"));
-    }
-    if uri.query().is_some() || url.contains('#') {
-        return Err(format!(
-            "a target URL takes no query or fragment, got {url:?}"
-        ));
-    }
-    let default_port = match scheme {
-        Scheme::Http => HTTP_DEFAULT_PORT,
-        Scheme::Https => HTTPS_DEFAULT_PORT,
-    };
-    // Without user info the authority is `host[:port]`.
-    let port = match authority.as_str()[host.len()..].strip_prefix(':') {
-        None => default_port,
-        Some(port) => port
-            .parse::<u16>()
-            .ok()
-            .filter(|port| *port != 0)
-            .ok_or_else(|| format!("invalid port {port:?} in {url:?}, expected 1 to 65535"))?,
-    };
-    let host = host
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .to_ascii_lowercase();
-    Ok(TargetParts {
-        scheme,
-        host,
-        port,
-        base_path: uri.path().trim_end_matches('/').to_owned(),
-        authority,
-    })
+    name
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn target_urls() {
-        let parts = parse_target_url("http://127.0.0.1:9000").expect("valid");
-        assert_eq!(parts.scheme, Scheme::Http);
-        assert_eq!(parts.host, "127.0.0.1");
-        assert_eq!(parts.port, 9000);
-        assert_eq!(parts.base_path, "");
-        assert_eq!(parts.authority.as_str(), "127.0.0.1:9000");
-
-        let parts = parse_target_url("https://API.example.com/v1/").expect("valid");
-        assert_eq!(parts.scheme, Scheme::Https);
-        assert_eq!(parts.host, "api.example.com");
-        assert_eq!(parts.port, 443);
-        assert_eq!(parts.base_path, "/v1");
-
-        let parts = parse_target_url("http://[::1]/a/b").expect("valid");
-        assert_eq!(parts.host, "::1");
-        assert_eq!(parts.port, 80);
-        assert_eq!(parts.base_path, "/a/b");
-        assert_eq!(parts.authority.as_str(), "[::1]");
-    }
-
-    #[test]
-    fn bad_target_urls() {
-        let cases = [
-            ("127.0.0.1:9000", "missing scheme"),
-            ("ftp://h/", "unsupported scheme \"ftp\""),
-            ("http://", "invalid URL"),
-            ("http://a b/", "invalid URL"),
-            ("http://u:p@h/", "user info"),
-            ("http://h/?q=1", "no query or fragment"),
-            ("http://h/#top", "no query or fragment"),
-            ("http://h:99999/", "invalid port \"99999\""),
-            ("http://h:0/", "invalid port \"0\""),
-            ("http://h:x/", "invalid port \"x\""),
-            ("/only/a/path", "missing scheme"),
-        ];
-        for (url, expected) in cases {
-            let error = parse_target_url(url).unwrap_err();
-            assert!(error.contains(expected), "{url}: {error}");
-        }
-        assert!(
-            !parse_target_url("http://u:hunter2@h/")
-                .unwrap_err()
-                .contains("hunter2")
-        );
-    }
-
-    #[test]
-    fn host_names() {
-        for ok in [
-            "example.com",
-            "*.example.com",
-            "localhost",
-            "a-b_c.d1",
-            "10.0.0.1",
-        ] {
-            assert_eq!(check_host_name(ok), Ok(()), "{ok}");
-        }
-        for bad in [
-            "",
-            "*",
-            "a.*.com",
-            "ex*.com",
-            "a..b",
-            "a.b.",
-            "host:8080",
-            "a b",
-        ] {
-            assert!(check_host_name(bad).is_err(), "{bad}");
-        }
-    }
-
-    #[test]
-    fn suggestions() {
-        assert_eq!(
-            did_you_mean("lisen", ["listen", "admin"]),
-            " (did you mean \"listen\"?)"
-        );
-        assert_eq!(
-            did_you_mean("usres", ["orders", "users"]),
-            " (did you mean \"users\"?)"
-        );
-        assert_eq!(did_you_mean("completely", ["listen"]), "");
-    }
 
     #[test]
     fn overlapping_addresses() {
@@ -1072,7 +871,12 @@ mod tests {
     #[test]
     fn default_names() {
         let methods = [Method::GET, Method::POST];
-        assert_eq!(default_route_name(Some(&methods), "/a"), "GET,POST /a");
-        assert_eq!(default_route_name(None, "/a"), "/a");
+        assert_eq!(default_route_name(Some(&methods), "/a", &[]), "GET,POST /a");
+        assert_eq!(default_route_name(None, "/a", &[]), "/a");
+        let hosts = ["a.example".to_owned(), "*.b.example".to_owned()];
+        assert_eq!(
+            default_route_name(Some(&methods[..1]), "/a", &hosts),
+            "GET /a on a.example,*.b.example"
+        );
     }
 }
