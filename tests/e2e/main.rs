@@ -5,6 +5,7 @@
 mod harness;
 
 mod cli;
+mod examples;
 mod listener;
 mod proxy;
 mod routing;

@@ -913,10 +913,23 @@ async fn sequential_requests_reuse_upstream_connections() {
     let gateway = proxy(&targets(&[upstream.url()]));
     let client = client();
 
-    for _ in 0..20 {
-        let response = client.get(gateway.url("/reuse")).send().await.expect("get");
-        assert_eq!(response.status(), 200);
-        response.text().await.expect("body");
+    // Every fourth is a HEAD: a `Content-Length` with no body after it, which must not
+    // leave the pooled connection expecting one.
+    let expected = format!("from {}", upstream.addr.port());
+    for i in 0..20 {
+        if i % 4 == 3 {
+            let response = client
+                .head(gateway.url("/reuse"))
+                .send()
+                .await
+                .expect("head");
+            assert_eq!(response.status(), 200);
+            assert_eq!(response.text().await.expect("body"), "");
+        } else {
+            let response = client.get(gateway.url("/reuse")).send().await.expect("get");
+            assert_eq!(response.status(), 200);
+            assert_eq!(response.text().await.expect("body"), expected);
+        }
     }
     assert_eq!(upstream.count(), 20);
     let opened = upstream.connections.load(Ordering::SeqCst);
