@@ -12,7 +12,9 @@
 //!
 //! Passive health: consecutive failures (connect errors, timeouts, `502`/`503`/`504`
 //! answers) eject a target for `eject.duration`. When every target is ejected, requests
-//! get `503` until one comes back.
+//! get `503` until one comes back. A request body that fails on the client's side (past
+//! `max_body`, or the client hung up mid-upload) is the client's error (`413`, `400`) and
+//! no mark against the target.
 
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -293,7 +295,12 @@ impl UpstreamPool {
     ) -> Result<Response<Body>, GatewayError> {
         let (parts, mut body) = request.into_parts();
         let replayable = is_idempotent(&parts.method) && http_body::Body::is_end_stream(&body);
-        let faults = body.watch_faults();
+        // A body already at its end cannot fail; skip the watch (and its allocation).
+        let faults = if http_body::Body::is_end_stream(&body) {
+            None
+        } else {
+            body.watch_faults()
+        };
         let mut body = Some(body);
         let mut tried: u64 = 0;
         let mut last_error = None;

@@ -57,13 +57,25 @@ async fn quickstart_serves_mock_proxied_and_not_found() {
     assert_eq!(status.status(), 200);
     assert_eq!(status.text().await.expect("body"), r#"{"ok":true}"#);
 
-    let user = http.get(gateway.url("/users/2")).send().await.expect("send");
+    let user = http
+        .get(gateway.url("/users/2"))
+        .send()
+        .await
+        .expect("send");
     assert_eq!(user.status(), 200);
     assert!(user.text().await.expect("body").contains("Grace Hopper"));
 
-    let missing = http.get(gateway.url("/nowhere")).send().await.expect("send");
+    let missing = http
+        .get(gateway.url("/nowhere"))
+        .send()
+        .await
+        .expect("send");
     assert_eq!(missing.status(), 404);
 
-    let health = http.get(gateway.admin_url("/healthz")).send().await.expect("send");
+    let health = http
+        .get(gateway.admin_url("/healthz"))
+        .send()
+        .await
+        .expect("send");
     assert_eq!(health.status(), 200);
 }
