@@ -3,9 +3,8 @@
 //!
 //! `accept` phase: a connection needs a permit of the connection cap before it is served
 //! (beyond the cap, one client per listener waits accepted but unserved, the others in the
-//! kernel's backlog), then the TLS handshake
-//! (bounded by `header_read_timeout`), then hyper serves HTTP/1.1 or HTTP/2 (by ALPN on
-//! TLS, by preface on plain TCP).
+//! kernel's backlog), then the TLS handshake (bounded by `header_read_timeout`), then hyper
+//! serves HTTP/1.1 or HTTP/2 (by ALPN on TLS, by preface on plain TCP).
 //!
 //! Two timeouts watch every connection, both from [`Activity`]:
 //! - `header_read_timeout`: once the first byte of a request head arrives on an HTTP/1

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::Request;
-use http_body_util::{BodyExt, Empty, Full};
+use http_body_util::{Empty, Full};
 use hyper::Response;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
@@ -39,8 +39,8 @@ mock = {{ status = 200, body = "hello" }}
     ))
 }
 
-/// A `GET /hello` head with `count` header fields in all (`Host` included), each
-/// `field_bytes` long or so.
+/// A `GET /hello` head with `count` header fields in all (`Host` included), the others
+/// with values of `value_bytes` bytes.
 fn head_with_headers(count: usize, value_bytes: usize) -> String {
     let mut head = String::from("GET /hello HTTP/1.1\r\nHost: localhost\r\n");
     let value = "v".repeat(value_bytes);
@@ -49,6 +49,11 @@ fn head_with_headers(count: usize, value_bytes: usize) -> String {
     }
     head.push_str("\r\n");
     head
+}
+
+/// One keep-alive `GET` on a fresh connection.
+async fn raw_conn_get(addr: std::net::SocketAddr, path: &str) -> RawResponse {
+    RawConn::connect(addr).await.get(path).await
 }
 
 /// Asserts `response` is a gateway-made JSON error with `status`, whose `request_id`
@@ -517,9 +522,4 @@ async fn every_gateway_response_carries_x_request_id() {
     let kept = conn.read_response().await;
     assert_eq!(kept.header("x-request-id"), Some("trace-42"));
     assert_eq!(kept.json()["request_id"], "trace-42");
-}
-
-/// One keep-alive `GET` on a fresh connection.
-async fn raw_conn_get(addr: std::net::SocketAddr, path: &str) -> RawResponse {
-    RawConn::connect(addr).await.get(path).await
 }
