@@ -266,3 +266,100 @@ fn request_host(request: &Request<Body>) -> Result<Option<String>, GatewayError>
     };
     Ok(Some(raw.to_ascii_lowercase()))
 }
+
+#[cfg(test)]
+mod tests {
+    //! The pipeline driven without sockets: a plain `http::Request` in, a `Response` out.
+
+    use std::path::Path;
+
+    use http::{Method, StatusCode};
+    use http_body_util::BodyExt;
+
+    use super::*;
+
+    const ROUTES: &str = r#"
+[server]
+listen = "127.0.0.1:0"
+
+[[routes]]
+path = "/users/{id}"
+methods = ["GET"]
+mock = { status = 200, body = "user", headers = { x-route = "user" } }
+
+[[routes]]
+path = "/users/me"
+methods = ["PUT"]
+mock = { status = 204 }
+"#;
+
+    fn gateway() -> Gateway {
+        let config = crate::config::parse(ROUTES, Path::new("test.toml"), &|_| None)
+            .expect("test config is valid");
+        Gateway::new(config).expect("gateway")
+    }
+
+    fn conn() -> ConnInfo {
+        ConnInfo {
+            peer: "127.0.0.1:40000".parse().expect("addr"),
+            tls: false,
+        }
+    }
+
+    async fn send(
+        gateway: &Gateway,
+        method: Method,
+        uri: &str,
+    ) -> (StatusCode, http::HeaderMap, String) {
+        let request = Request::builder()
+            .method(method)
+            .uri(uri)
+            .header(HOST, "localhost")
+            .body(Body::Empty)
+            .expect("request");
+        let response = gateway.handle(request, &conn()).await;
+        let (parts, body) = response.into_parts();
+        let bytes = body.collect().await.expect("body").to_bytes();
+        (
+            parts.status,
+            parts.headers,
+            String::from_utf8_lossy(&bytes).into_owned(),
+        )
+    }
+
+    #[tokio::test]
+    async fn mock_route_answers() {
+        let (status, headers, body) = send(&gateway(), Method::GET, "/users/7").await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(headers["x-route"], "user");
+        assert_eq!(body, "user");
+        assert!(headers.contains_key(&X_REQUEST_ID));
+    }
+
+    #[tokio::test]
+    async fn every_gateway_error_is_json_with_the_request_id() {
+        let gateway = gateway();
+        for (method, uri, expected) in [
+            (Method::GET, "/nowhere", StatusCode::NOT_FOUND),
+            (Method::DELETE, "/users/7", StatusCode::METHOD_NOT_ALLOWED),
+            (Method::GET, "/users/%2e%2e", StatusCode::BAD_REQUEST),
+            (Method::GET, "/../users/7", StatusCode::BAD_REQUEST),
+        ] {
+            let (status, headers, body) = send(&gateway, method, uri).await;
+            assert_eq!(status, expected, "{uri}");
+            let json: serde_json::Value = serde_json::from_str(&body).expect("json body");
+            assert_eq!(
+                json["request_id"],
+                headers[&X_REQUEST_ID].to_str().expect("id")
+            );
+            assert!(json["message"].is_string());
+        }
+    }
+
+    #[tokio::test]
+    async fn method_not_allowed_lists_every_matching_route() {
+        let (status, headers, _) = send(&gateway(), Method::POST, "/users/me").await;
+        assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(headers[http::header::ALLOW], "GET, HEAD, PUT");
+    }
+}
