@@ -3,7 +3,7 @@
 #   ... -v mode=row                                                one formatted row per line
 # Columns: 1 layout, 2 attempt, 3 target, 4 requests, 5 duration_us, 6 p50_us, 7 p99_us,
 # 8 proxy_ticks, 9 backend_ticks, 10 wrk_ticks, 11 hz, 12 other_pct, 13 steal_pct,
-# 14 errors, 15 prequiet_pct, 16 status, 17 wall_us.
+# 14 errors, 15 prequiet_pct, 16 status, 17 wall_us, 18 proxy_user_ticks, 19 proxy_sys_ticks.
 
 function rps(r) { return r[5] > 0 ? r[4] / (r[5] / 1e6) : 0 }
 function per_req(ticks, r) { return r[4] > 0 ? ticks * 1e6 / r[11] / r[4] : 0 }
@@ -59,7 +59,7 @@ mode == "row" {
     at[key, $3] = n
 }
 
-function get(n, r,    i) { for (i = 1; i <= 17; i++) r[i] = cell[n, i] }
+function get(n, r,    i) { for (i = 1; i <= 19; i++) r[i] = cell[n, i] }
 
 END {
     if (mode == "row") exit
@@ -97,7 +97,8 @@ END {
         print ""
         printf "medians over %d repetition(s) used of %d tried:\n", used, nreps[layout]
         if (caveat != "") print caveat
-        printf "%-8s %9s %7s %7s %10s %10s\n", "target", "req/s", "p50 us", "p99 us", "proxy", "backend"
+        printf "%-8s %9s %7s %7s %10s %10s %10s %10s\n", "target", "req/s", "p50 us", "p99 us", "proxy", "backend", "proxy", "proxy"
+        printf "%-8s %9s %7s %7s %10s %10s %10s %10s\n", "", "", "", "", "cpu-us/req", "cpu-us/req", "user", "system"
         for (t = 1; t <= 3; t++) {
             tg = (t == 1) ? "direct" : (t == 2) ? "nginx" : "weir"
             m = 0
@@ -107,12 +108,15 @@ END {
                 m++
                 v_rps[m] = rps(r); v_p50[m] = r[6]; v_p99[m] = r[7]
                 v_px[m] = per_req(r[8], r); v_be[m] = per_req(r[9], r)
+                v_pu[m] = per_req(r[18], r); v_ps[m] = per_req(r[19], r)
             }
             if (m == 0) continue
             med_rps[tg] = median(v_rps, m)
-            printf "%-8s %9.0f %7.0f %7.0f %10s %10.2f\n", tg, med_rps[tg], median(v_p50, m),
+            printf "%-8s %9.0f %7.0f %7.0f %10s %10.2f %10s %10s\n", tg, med_rps[tg], median(v_p50, m),
                 median(v_p99, m), (tg == "direct") ? "-" : sprintf("%.2f", median(v_px, m)),
-                median(v_be, m)
+                median(v_be, m),
+                (tg == "direct" || r[18] == "") ? "-" : sprintf("%.2f", median(v_pu, m)),
+                (tg == "direct" || r[19] == "") ? "-" : sprintf("%.2f", median(v_ps, m))
         }
         # Ratios per repetition, then their median and spread.
         m = 0

@@ -6,6 +6,7 @@
 //! chunked uploads whose size nobody announced.
 
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 
@@ -36,20 +37,35 @@ pub enum BodyFault {
     Peer(String),
 }
 
-/// A shared slot that learns a body's [`BodyFault`], if it has one (see
-/// [`Body::watch_faults`]).
+/// A shared view of a streamed body as it is read: its [`BodyFault`], if it has one, and
+/// the bytes read so far (see [`Body::watch_faults`]).
 #[derive(Debug, Clone, Default)]
-pub struct FaultWatch(Arc<OnceLock<BodyFault>>);
+pub struct FaultWatch(Arc<Watched>);
+
+#[derive(Debug, Default)]
+struct Watched {
+    fault: OnceLock<BodyFault>,
+    bytes: AtomicU64,
+}
 
 impl FaultWatch {
     /// The fault, once the body failed.
     pub fn fault(&self) -> Option<&BodyFault> {
-        self.0.get()
+        self.0.fault.get()
+    }
+
+    /// Data bytes read from the body so far.
+    pub fn bytes(&self) -> u64 {
+        self.0.bytes.load(Ordering::Relaxed)
     }
 
     fn record(&self, fault: BodyFault) {
         // Only the first fault counts; a body that failed yields nothing after.
-        let _ = self.0.set(fault);
+        let _ = self.0.fault.set(fault);
+    }
+
+    fn count(&self, len: u64) {
+        self.0.bytes.fetch_add(len, Ordering::Relaxed);
     }
 }
 
@@ -67,6 +83,16 @@ pub enum Body {
     Full(Option<Bytes>),
     /// A body streamed from a peer, with an optional byte limit and an end hook.
     Stream(Stream),
+    /// Bytes already read from a body, then the rest of it (the response cache gives back
+    /// a body it started to buffer and found too large to store).
+    Chain(Box<Chain>),
+}
+
+/// See [`Body::Chain`].
+#[derive(Debug)]
+pub struct Chain {
+    pub head: Option<Bytes>,
+    pub rest: Body,
 }
 
 /// A streamed body from hyper, capped at `limit` bytes.
@@ -85,6 +111,7 @@ impl std::fmt::Debug for Body {
             Body::Empty => f.write_str("Body::Empty"),
             Body::Full(b) => write!(f, "Body::Full({} bytes)", b.as_ref().map_or(0, Bytes::len)),
             Body::Stream(s) => write!(f, "Body::Stream(limit {})", s.limit),
+            Body::Chain(c) => write!(f, "Body::Chain({:?})", c.rest),
         }
     }
 }
@@ -145,6 +172,7 @@ impl Body {
     pub fn watch_faults(&mut self) -> Option<FaultWatch> {
         match self {
             Body::Stream(stream) => Some(stream.faults.get_or_insert_default().clone()),
+            Body::Chain(chain) => chain.rest.watch_faults(),
             Body::Empty | Body::Full(_) => None,
         }
     }
@@ -175,6 +203,10 @@ impl http_body::Body for Body {
         match self.get_mut() {
             Body::Empty => Poll::Ready(None),
             Body::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+            Body::Chain(chain) => match chain.head.take() {
+                Some(head) => Poll::Ready(Some(Ok(Frame::data(head)))),
+                None => Pin::new(&mut chain.rest).poll_frame(cx),
+            },
             Body::Stream(stream) => {
                 let polled = Pin::new(&mut stream.inner).poll_frame(cx);
                 match polled {
@@ -190,6 +222,9 @@ impl http_body::Body for Body {
                                 return Poll::Ready(Some(Err(Box::new(too_large))));
                             }
                             stream.remaining -= len;
+                            if let Some(watch) = &stream.faults {
+                                watch.count(len);
+                            }
                         }
                         if stream.inner.is_end_stream() {
                             stream.finish();
@@ -215,6 +250,7 @@ impl http_body::Body for Body {
             Body::Empty => true,
             Body::Full(bytes) => bytes.is_none(),
             Body::Stream(stream) => stream.inner.is_end_stream(),
+            Body::Chain(chain) => chain.head.is_none() && chain.rest.is_end_stream(),
         }
     }
 
@@ -223,6 +259,16 @@ impl http_body::Body for Body {
             Body::Empty => SizeHint::with_exact(0),
             Body::Full(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
             Body::Stream(stream) => stream.inner.size_hint(),
+            Body::Chain(chain) => {
+                let head = chain.head.as_ref().map_or(0, |b| b.len() as u64);
+                let rest = chain.rest.size_hint();
+                let mut hint = SizeHint::new();
+                hint.set_lower(rest.lower() + head);
+                if let Some(upper) = rest.upper() {
+                    hint.set_upper(upper + head);
+                }
+                hint
+            }
         }
     }
 }

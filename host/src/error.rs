@@ -6,7 +6,7 @@
 //! guest output) go to the logs, never to the client.
 
 use bytes::Bytes;
-use http::header::{ALLOW, CONTENT_LENGTH, CONTENT_TYPE, HeaderValue};
+use http::header::{ALLOW, CONTENT_LENGTH, CONTENT_TYPE, HeaderValue, WWW_AUTHENTICATE};
 use http::{Response, StatusCode};
 use serde::Serialize;
 
@@ -19,6 +19,9 @@ use crate::path::PathError;
 pub enum Phase {
     Accept,
     Route,
+    Throttle,
+    Authorize,
+    ApiKey,
     Integrate,
 }
 
@@ -27,6 +30,9 @@ impl Phase {
         match self {
             Phase::Accept => "accept",
             Phase::Route => "route",
+            Phase::Throttle => "throttle",
+            Phase::Authorize => "authorize",
+            Phase::ApiKey => "api_key",
             Phase::Integrate => "integrate",
         }
     }
@@ -84,7 +90,43 @@ pub enum GatewayError {
     },
     #[error("client request body failed: {0}")]
     ClientBody(String),
+    /// A token bucket or quota refused the request (`429`). `decision` fills
+    /// `Retry-After` and `RateLimit-*`; `level` says which limit (`server`, `route`, …).
+    #[error("{level} rate limit exceeded")]
+    Throttled {
+        phase: Phase,
+        level: &'static str,
+        decision: crate::state::Decision,
+    },
+    /// A limit could not be checked (shared state unreachable) and the route fails closed.
+    #[error("state backend unreachable and the route fails closed (on_state_error = \"closed\")")]
+    StateUnavailable { phase: Phase },
+    /// The route's authorizer found no usable token (`401`, `WWW-Authenticate: Bearer`).
+    #[error("not authenticated: {0}")]
+    Unauthenticated(crate::jwt::AuthError),
+    /// A valid token without any of the route's scopes (`403`).
+    #[error("token lacks the route's scopes")]
+    InsufficientScope,
+    /// The authorizer cannot check tokens (its JWKS was never fetched).
+    #[error("authorizer {0} has no keys")]
+    AuthorizerUnavailable(std::sync::Arc<str>),
+    /// The client address is outside the route's `allow_cidrs` or inside `deny_cidrs`.
+    #[error("client address {0} refused by the route's address rules")]
+    AddressDenied(std::net::IpAddr),
+    /// No API key on a route that needs one (`403`).
+    #[error("no api key")]
+    ApiKeyMissing,
+    /// An API key that is not one of ours (`403`).
+    #[error("unknown api key")]
+    ApiKeyInvalid,
 }
+
+/// `WWW-Authenticate` when no token was sent (RFC 6750 §3).
+const WWW_AUTHENTICATE_MISSING: &str = "Bearer";
+/// `WWW-Authenticate` for a token that does not pass.
+const WWW_AUTHENTICATE_INVALID: &str = "Bearer error=\"invalid_token\"";
+/// `WWW-Authenticate` for a token without the route's scopes.
+const WWW_AUTHENTICATE_SCOPE: &str = "Bearer error=\"insufficient_scope\"";
 
 #[derive(Serialize)]
 struct ErrorBody<'a> {
@@ -103,6 +145,14 @@ impl GatewayError {
                 StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
             }
             GatewayError::NoRoute => StatusCode::NOT_FOUND,
+            GatewayError::Throttled { .. } => StatusCode::TOO_MANY_REQUESTS,
+            GatewayError::StateUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            GatewayError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+            GatewayError::InsufficientScope
+            | GatewayError::AddressDenied(_)
+            | GatewayError::ApiKeyMissing
+            | GatewayError::ApiKeyInvalid => StatusCode::FORBIDDEN,
+            GatewayError::AuthorizerUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             GatewayError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             GatewayError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             GatewayError::RequestTimeout(_) | GatewayError::UpstreamTimeout { .. } => {
@@ -125,6 +175,14 @@ impl GatewayError {
             | GatewayError::BadHost
             | GatewayError::NoRoute
             | GatewayError::MethodNotAllowed { .. } => Phase::Route,
+            GatewayError::Throttled { phase, .. } | GatewayError::StateUnavailable { phase } => {
+                *phase
+            }
+            GatewayError::Unauthenticated(_)
+            | GatewayError::InsufficientScope
+            | GatewayError::AuthorizerUnavailable(_)
+            | GatewayError::AddressDenied(_) => Phase::Authorize,
+            GatewayError::ApiKeyMissing | GatewayError::ApiKeyInvalid => Phase::ApiKey,
             GatewayError::BodyTooLarge { .. }
             | GatewayError::ClientBody(_)
             | GatewayError::RequestTimeout(_)
@@ -145,12 +203,48 @@ impl GatewayError {
             | GatewayError::NoRoute
             | GatewayError::MethodNotAllowed { .. }
             | GatewayError::BodyTooLarge { .. }
-            | GatewayError::ClientBody(_) => Side::Downstream,
+            | GatewayError::ClientBody(_)
+            | GatewayError::Throttled { .. } => Side::Downstream,
+            GatewayError::StateUnavailable { .. } => Side::Internal,
+            GatewayError::Unauthenticated(_)
+            | GatewayError::InsufficientScope
+            | GatewayError::AddressDenied(_)
+            | GatewayError::ApiKeyMissing
+            | GatewayError::ApiKeyInvalid => Side::Downstream,
+            GatewayError::AuthorizerUnavailable(_) => Side::Upstream,
             GatewayError::NoHealthyTarget { .. }
             | GatewayError::UpstreamConnect { .. }
             | GatewayError::UpstreamTimeout { .. }
             | GatewayError::UpstreamProtocol { .. } => Side::Upstream,
             GatewayError::RequestTimeout(_) => Side::Internal,
+        }
+    }
+
+    /// A short, fixed name for the kind of error: the `reason` of metrics and the
+    /// `refused` field of the access log.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            GatewayError::BadPath(_) => "bad_path",
+            GatewayError::BadHost => "bad_host",
+            GatewayError::TooManyHeaders { .. } => "too_many_headers",
+            GatewayError::HeadTooLarge { .. } => "head_too_large",
+            GatewayError::NoRoute => "no_route",
+            GatewayError::MethodNotAllowed { .. } => "method_not_allowed",
+            GatewayError::BodyTooLarge { .. } => "body_too_large",
+            GatewayError::ClientBody(_) => "client_body",
+            GatewayError::Throttled { .. } => "throttled",
+            GatewayError::StateUnavailable { .. } => "state_unavailable",
+            GatewayError::Unauthenticated(_) => "unauthenticated",
+            GatewayError::InsufficientScope => "insufficient_scope",
+            GatewayError::AuthorizerUnavailable(_) => "authorizer_unavailable",
+            GatewayError::AddressDenied(_) => "address_denied",
+            GatewayError::ApiKeyMissing => "api_key_missing",
+            GatewayError::ApiKeyInvalid => "api_key_invalid",
+            GatewayError::RequestTimeout(_) => "request_timeout",
+            GatewayError::NoHealthyTarget { .. } => "no_healthy_target",
+            GatewayError::UpstreamConnect { .. } => "upstream_connect",
+            GatewayError::UpstreamTimeout { .. } => "upstream_timeout",
+            GatewayError::UpstreamProtocol { .. } => "upstream_error",
         }
     }
 
@@ -176,6 +270,14 @@ impl GatewayError {
             GatewayError::MethodNotAllowed { .. } => "method not allowed on this route",
             GatewayError::BodyTooLarge { .. } => "request body too large",
             GatewayError::ClientBody(_) => "request body could not be read",
+            GatewayError::Throttled { .. } => "too many requests",
+            GatewayError::StateUnavailable { .. } => "rate limit state unavailable",
+            GatewayError::Unauthenticated(_) => "authentication required",
+            GatewayError::InsufficientScope => "insufficient scope",
+            GatewayError::AuthorizerUnavailable(_) => "authorizer unavailable",
+            GatewayError::AddressDenied(_) => "client address not allowed",
+            GatewayError::ApiKeyMissing => "api key required",
+            GatewayError::ApiKeyInvalid => "invalid api key",
             GatewayError::RequestTimeout(_) => "request timed out",
             GatewayError::NoHealthyTarget { .. } => "no healthy upstream available",
             GatewayError::UpstreamConnect { .. } => "upstream unreachable",
@@ -187,8 +289,29 @@ impl GatewayError {
     /// The gateway's answer for this error.
     pub fn into_response(self, request_id: &str) -> Response<Body> {
         let mut response = json_response(self.status(), self.client_message(), request_id);
-        if let GatewayError::MethodNotAllowed { allow } = self {
-            response.headers_mut().insert(ALLOW, allow);
+        match self {
+            GatewayError::MethodNotAllowed { allow } => {
+                response.headers_mut().insert(ALLOW, allow);
+            }
+            GatewayError::Throttled { decision, .. } => {
+                crate::throttle::refusal_headers(response.headers_mut(), &decision);
+            }
+            GatewayError::Unauthenticated(error) => {
+                let challenge = match error {
+                    crate::jwt::AuthError::Missing => WWW_AUTHENTICATE_MISSING,
+                    _ => WWW_AUTHENTICATE_INVALID,
+                };
+                response
+                    .headers_mut()
+                    .insert(WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
+            }
+            GatewayError::InsufficientScope => {
+                response.headers_mut().insert(
+                    WWW_AUTHENTICATE,
+                    HeaderValue::from_static(WWW_AUTHENTICATE_SCOPE),
+                );
+            }
+            _ => {}
         }
         response
     }

@@ -6,15 +6,25 @@
 //! becomes a response in [`error`]. [`config`] turns the route file into the validated
 //! form all of that runs on. See `ARCHITECTURE.md`.
 
+pub mod access_log;
 pub mod admin;
+pub mod apikey;
 pub mod body;
+pub mod cache;
 pub mod config;
+pub mod cors;
 pub mod error;
 pub mod headers;
+pub mod identity;
+pub mod jwt;
+pub mod metrics;
 pub mod mock;
 pub mod path;
 pub mod pipeline;
 pub mod router;
 pub mod server;
+pub mod state;
+pub mod throttle;
 pub mod tls;
+pub mod trace;
 pub mod upstream;

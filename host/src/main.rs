@@ -8,9 +8,14 @@ use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use tracing_subscriber::EnvFilter;
 
+use std::sync::Arc;
+use std::time::Duration;
+
+use weir::access_log::AccessLog;
 use weir::config::{self, Config, Integration};
+use weir::metrics::Metrics;
 use weir::pipeline::Gateway;
-use weir::server::Server;
+use weir::server::{Server, Shared};
 
 /// Weir: an API gateway whose custom logic runs as WebAssembly components.
 #[derive(Debug, Parser)]
@@ -36,10 +41,19 @@ struct ConfigArg {
     config: PathBuf,
 }
 
+#[derive(Debug, clap::Args)]
+struct RunArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// Reload the route file whenever its contents change (checked every second).
+    #[arg(long)]
+    watch: bool,
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Serve the route file until SIGTERM or SIGINT.
-    Run(ConfigArg),
+    /// Serve the route file until SIGTERM or SIGINT; SIGHUP reloads it.
+    Run(RunArgs),
     /// Check a route file (and its certificates) without serving; exit 1 on errors.
     Validate(ConfigArg),
     /// Print the route table in the order the gateway matches it.
@@ -50,7 +64,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing(cli.log_format);
     let result = match cli.command {
-        Command::Run(args) => run(&args.config),
+        Command::Run(args) => run(&args.config.config, args.watch),
         Command::Validate(args) => validate(&args.config),
         Command::Routes(args) => routes(&args.config),
     };
@@ -91,7 +105,7 @@ fn load(path: &Path) -> Option<Config> {
     }
 }
 
-fn run(path: &Path) -> anyhow::Result<ExitCode> {
+fn run(path: &Path, watch: bool) -> anyhow::Result<ExitCode> {
     let Some(config) = load(path) else {
         return Ok(ExitCode::FAILURE);
     };
@@ -103,13 +117,55 @@ fn run(path: &Path) -> anyhow::Result<ExitCode> {
     let runtime = runtime.build().context("cannot start the async runtime")?;
     runtime.block_on(async move {
         let routes = config.routes.len();
-        let gateway = Gateway::new(config).context("cannot set up upstream tls")?;
+        let metrics = Arc::new(Metrics::new());
+        let access_log = AccessLog::open(config.log.access.clone(), &metrics)
+            .with_context(|| format!("log.access: cannot open {:?}", config.log.access))?;
+        let gateway = Gateway::build(config, metrics.clone(), Arc::new(access_log))?;
+        gateway.load_keys().await;
+        metrics.record_reload(true);
         let server = Server::bind(gateway).await?;
         tracing::info!(routes, config = %path.display(), "weir started");
+        tokio::spawn(reload_on_sighup(server.shared().clone()));
+        if watch {
+            tokio::spawn(reload_on_change(server.shared().clone(), path.to_owned()));
+        }
         server.run(shutdown_signal()).await;
         anyhow::Ok(())
     })?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Reloads the route file on every SIGHUP.
+async fn reload_on_sighup(shared: Arc<Shared>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+        tracing::error!("cannot install the SIGHUP handler; reload through the admin API");
+        return;
+    };
+    while hangups.recv().await.is_some() {
+        tracing::info!(signal = "SIGHUP", "reloading");
+        // Errors are logged and counted by `reload`; the running config stays.
+        let _ = shared.reload().await;
+    }
+}
+
+/// How often `--watch` looks at the route file.
+const WATCH_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Reloads the route file whenever its contents change (`--watch`). Polls the contents
+/// rather than file events, so editors that replace the file and mounted config maps
+/// (symlink swaps) are seen too.
+async fn reload_on_change(shared: Arc<Shared>, path: PathBuf) {
+    let mut last = tokio::fs::read(&path).await.ok();
+    loop {
+        tokio::time::sleep(WATCH_INTERVAL).await;
+        let now = tokio::fs::read(&path).await.ok();
+        if now.is_some() && now != last {
+            tracing::info!(config = %path.display(), "route file changed; reloading");
+            let _ = shared.reload().await;
+            last = now;
+        }
+    }
 }
 
 /// Completes on SIGTERM or SIGINT.
@@ -133,11 +189,8 @@ fn validate(path: &Path) -> anyhow::Result<ExitCode> {
     let Some(config) = load(path) else {
         return Ok(ExitCode::FAILURE);
     };
-    if let Some(tls) = &config.server.tls {
-        weir::tls::server_config(tls).context("server.tls")?;
-    }
     let (routes, upstreams) = (config.routes.len(), config.upstreams.len());
-    Gateway::new(config).context("upstream tls")?;
+    Gateway::new(config)?;
     println!(
         "{}: ok ({routes} routes, {upstreams} upstreams)",
         path.display()

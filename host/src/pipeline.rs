@@ -1,6 +1,6 @@
 //! The request lifecycle, as one function per phase.
 //!
-//! [`Gateway::handle`] is the whole life of a request, in the order of
+//! [`Gateway::serve`] is the whole life of a request, in the order of
 //! `docs/request-lifecycle.md`:
 //!
 //! ```text
@@ -8,26 +8,39 @@
 //!        → request_filters → integrate → response_filters → cache_store → log
 //! ```
 //!
-//! Phases that are not built yet (cors … request_filters, response_filters, cache_store)
-//! have no code here; they slot in between `route` and `integrate` as named functions.
-//! `handle` takes a plain `http::Request` and returns a `Response`, so it can be driven
-//! without sockets; the listener in [`crate::server`] is only a transport.
+//! Phases that are not built yet have no code here; they slot in between `route` and
+//! `integrate` as named functions. `serve` takes a plain `http::Request` and returns a
+//! `Response`, so it can be driven without sockets; the listener in [`crate::server`] is
+//! only a transport. The `log` phase runs when the response has been sent: `serve` hands
+//! back an [`Exchange`] (what the request was and what happened to it) that the transport
+//! [`finish`](Exchange::finish)es with the number of bytes it sent.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use http::header::{CONTENT_LENGTH, HOST};
-use http::{HeaderValue, Request, Response};
+use http::{HeaderMap, HeaderValue, Method, Request, Response};
+use tokio_rustls::TlsAcceptor;
 
+use crate::access_log::{self, AccessLog, Entry};
+use crate::apikey::{self, ApiKeyTable, UnixClock};
 use crate::body::Body;
+use crate::cache::{Head, Lookup, ResponseCache};
 use crate::config::{Config, Integration, Route};
+use crate::cors::{self, CorsReply};
 use crate::error::GatewayError;
 use crate::headers::{self, X_REQUEST_ID};
+use crate::jwt::{AuthError, JwtAuthorizer};
+use crate::metrics::{Metrics, NO_ROUTE, RouteMetrics};
 use crate::mock;
 use crate::path::{self, CanonicalPath};
-use crate::router::{Lookup, Params};
-use crate::tls::TlsError;
-use crate::upstream::{Forward, UpstreamPool};
+use crate::router::{self, Params};
+use crate::state::{CacheBounds, Decision, State, StateError};
+use crate::throttle::{self, Throttles};
+use crate::tls::{self, TlsError};
+use crate::trace::TraceContext;
+use crate::upstream::{Forward, UpstreamPool, UpstreamReport};
 
 /// Where a request came from (one per client connection).
 #[derive(Debug, Clone)]
@@ -38,33 +51,225 @@ pub struct ConnInfo {
     pub tls: bool,
 }
 
+/// A config could not be turned into a running gateway.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("server.tls: {0}")]
+    ServerTls(#[source] TlsError),
+    #[error("upstreams.{upstream}: {source}")]
+    UpstreamTls {
+        upstream: String,
+        #[source]
+        source: TlsError,
+    },
+    #[error("state: {0}")]
+    State(#[source] StateError),
+    #[error("authorizers.{authorizer}.ca: {source}")]
+    Authorizer {
+        authorizer: String,
+        #[source]
+        source: TlsError,
+    },
+    #[error("log.access: cannot open {path}: {source}")]
+    AccessLog {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
 /// The running gateway: a validated config plus the live state built from it
-/// (connection pools). Immutable; a reload builds a new one.
-#[derive(Debug)]
+/// (connection pools, TLS acceptor, metric handles, access log). Immutable; a reload
+/// builds a new one and swaps it in whole.
 pub struct Gateway {
     config: Arc<Config>,
     upstreams: Vec<UpstreamPool>,
+    tls: Option<TlsAcceptor>,
+    metrics: Arc<Metrics>,
+    /// Per route, same order as `config.routes`.
+    route_metrics: Vec<RouteMetrics>,
+    unrouted: RouteMetrics,
+    access_log: Arc<AccessLog>,
+    /// Buckets, quotas, cache entries: kept across reloads that leave `[state]` and
+    /// `[cache]` unchanged (see [`Gateway::keep_state_of`]).
+    state: Arc<State>,
+    throttles: Throttles,
+    cache: ResponseCache,
+    /// `[authorizers]`, same order as `config.access.authorizers`.
+    authorizers: Vec<JwtAuthorizer>,
+    /// `[[api_keys]]` and their usage plans.
+    api_keys: ApiKeyTable,
+}
+
+impl std::fmt::Debug for Gateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gateway")
+            .field("source", &self.config.source)
+            .field("routes", &self.config.routes.len())
+            .field("upstreams", &self.upstreams)
+            .finish()
+    }
 }
 
 /// The result of the `route` phase.
 #[derive(Debug)]
 pub struct Routed<'g> {
+    pub index: usize,
     pub route: &'g Route,
     pub path: CanonicalPath,
     pub params: Params,
+    /// A CORS preflight for a route with CORS, routed as the request it announces.
+    pub preflight: bool,
+}
+
+/// One request as the `log` phase sees it: filled in by the phases as they run, finished
+/// by the transport once the response has been sent.
+#[derive(Debug)]
+pub struct Exchange {
+    start: Instant,
+    request_id: HeaderValue,
+    trace: TraceContext,
+    client: IpAddr,
+    method: Method,
+    /// The canonical path (raw when refused before canonicalisation); kept only when the
+    /// access log is on.
+    path: Option<String>,
+    route: Option<usize>,
+    status: u16,
+    refused: Option<&'static str>,
+    upstream: UpstreamReport,
+    /// Set by the `cors` phase on routes with CORS: the headers every response gets.
+    cors: Option<CorsReply>,
+}
+
+impl Exchange {
+    pub fn request_id(&self) -> &HeaderValue {
+        &self.request_id
+    }
+
+    pub fn trace(&self) -> &TraceContext {
+        &self.trace
+    }
+
+    /// The `log` phase: metrics and the access log line, once `bytes_out` body bytes
+    /// were sent.
+    pub fn finish(self, gateway: &Gateway, bytes_out: u64) {
+        let elapsed = self.start.elapsed();
+        let metrics = self
+            .route
+            .and_then(|i| gateway.route_metrics.get(i))
+            .unwrap_or(&gateway.unrouted);
+        metrics.record_request(&self.method, self.status, elapsed);
+        if let Some(upstream) = self.upstream.elapsed {
+            metrics.record_upstream(upstream);
+        }
+        if !gateway.access_log.enabled() {
+            return;
+        }
+        let route = self
+            .route
+            .and_then(|i| gateway.config.routes.get(i))
+            .map_or(NO_ROUTE, |r| r.name.as_str());
+        let millis = |d: Duration| (d.as_secs_f64() * 1e6).round() / 1e3;
+        gateway.access_log.write(&Entry {
+            time: access_log::now_rfc3339(),
+            request_id: self.request_id.to_str().unwrap_or(""),
+            trace_id: self.trace.trace_id_hex(),
+            client: self.client,
+            method: self.method.as_str(),
+            path: self.path.as_deref().unwrap_or(""),
+            route,
+            status: self.status,
+            latency_ms: millis(elapsed),
+            upstream: self.upstream.target.as_deref(),
+            upstream_ms: self.upstream.elapsed.map(millis),
+            bytes_in: self.upstream.request_body.as_ref().map_or(0, |b| b.bytes()),
+            bytes_out,
+            principal: None,
+            api_key: None,
+            cache: None,
+            refused: self.refused,
+        });
+    }
 }
 
 impl Gateway {
-    /// Builds the live state for `config` (no connection is opened yet).
-    pub fn new(config: Config) -> Result<Gateway, TlsError> {
+    /// Builds the live state for `config` with metrics of its own and no access log
+    /// (tests, tools). No connection is opened yet.
+    pub fn new(config: Config) -> Result<Gateway, BuildError> {
+        let metrics = Arc::new(Metrics::new());
+        let access_log = Arc::new(
+            AccessLog::open(access_log::AccessLogTarget::Off, &metrics).map_err(|source| {
+                BuildError::AccessLog {
+                    path: String::new(),
+                    source,
+                }
+            })?,
+        );
+        Self::build(config, metrics, access_log)
+    }
+
+    /// Builds the live state for `config`, counting into `metrics` and logging into
+    /// `access_log` (both outlive reloads).
+    pub fn build(
+        config: Config,
+        metrics: Arc<Metrics>,
+        access_log: Arc<AccessLog>,
+    ) -> Result<Gateway, BuildError> {
         let upstreams = config
             .upstreams
             .iter()
-            .map(UpstreamPool::new)
+            .map(|u| {
+                UpstreamPool::new(u, &metrics).map_err(|source| BuildError::UpstreamTls {
+                    upstream: u.name.clone(),
+                    source,
+                })
+            })
             .collect::<Result<_, _>>()?;
+        let tls = match &config.server.tls {
+            Some(settings) => Some(TlsAcceptor::from(
+                tls::server_config(settings).map_err(BuildError::ServerTls)?,
+            )),
+            None => None,
+        };
+        let route_metrics = config
+            .routes
+            .iter()
+            .map(|r| metrics.route(&r.name))
+            .collect();
+        let limits = &config.traffic.cache;
+        let bounds = CacheBounds {
+            max_entries: limits.max_entries,
+            max_bytes: limits.max_bytes,
+        };
+        let state = Arc::new(State::new(&config.traffic.state, bounds).map_err(BuildError::State)?);
+        let throttles = Throttles::new(&config);
+        let cache = ResponseCache::new(limits);
+        let authorizers = config
+            .access
+            .authorizers
+            .iter()
+            .map(|a| {
+                JwtAuthorizer::new(&a.name, &a.jwt).map_err(|source| BuildError::Authorizer {
+                    authorizer: a.name.clone(),
+                    source,
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        let api_keys = ApiKeyTable::new(&config.access, apikey::system_clock());
         Ok(Gateway {
-            config: Arc::new(config),
+            state,
+            throttles,
+            cache,
+            authorizers,
+            api_keys,
+            unrouted: metrics.route(NO_ROUTE),
+            route_metrics,
             upstreams,
+            tls,
+            metrics,
+            access_log,
+            config: Arc::new(config),
         })
     }
 
@@ -72,19 +277,95 @@ impl Gateway {
         &self.config
     }
 
-    /// Serves one request. Never fails: errors become gateway responses here.
+    /// Fetches the key sets of authorizers whose `jwks` is a URL (at start and after a
+    /// reload, before serving). A failed fetch is logged; requests retry it.
+    pub async fn load_keys(&self) {
+        futures_util::future::join_all(self.authorizers.iter().map(JwtAuthorizer::load)).await;
+    }
+
+    /// Replaces the clock usage-plan quotas are counted on (tests crossing a period).
+    pub fn set_quota_clock(&mut self, clock: UnixClock) {
+        self.api_keys.set_clock(clock);
+    }
+
+    /// The state backend (buckets, quotas, cache entries, plugin data).
+    pub fn state(&self) -> &Arc<State> {
+        &self.state
+    }
+
+    /// Takes over `previous`'s state when `[state]` and `[cache]` did not change, so that
+    /// a reload keeps limits, quotas and cached entries (and the Redis connection).
+    pub fn keep_state_of(mut self, previous: &Gateway) -> Gateway {
+        if self.config.traffic == previous.config.traffic {
+            self.state = previous.state.clone();
+        }
+        self
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    pub fn access_log(&self) -> &Arc<AccessLog> {
+        &self.access_log
+    }
+
+    /// The TLS acceptor of the public TLS listener, when configured.
+    pub fn tls_acceptor(&self) -> Option<&TlsAcceptor> {
+        self.tls.as_ref()
+    }
+
+    /// Serves one request and runs the `log` phase at once (for callers that do not
+    /// stream the response themselves). Never fails: errors become gateway responses.
     pub async fn handle(&self, request: Request<Body>, conn: &ConnInfo) -> Response<Body> {
-        let request_id = headers::request_id(request.headers());
-        let timeout = self.config.server.request_timeout;
-        let method = request.method().clone();
-        let outcome = tokio::time::timeout(timeout, self.process(request, conn, &request_id)).await;
+        let (response, exchange) = self.serve(request, conn).await;
+        let bytes = http_body::Body::size_hint(response.body())
+            .exact()
+            .unwrap_or(0);
+        exchange.finish(self, bytes);
+        response
+    }
+
+    /// Serves one request: every phase up to the response head. The caller sends the
+    /// response and then [`Exchange::finish`]es it.
+    pub async fn serve(
+        &self,
+        request: Request<Body>,
+        conn: &ConnInfo,
+    ) -> (Response<Body>, Exchange) {
+        let server = &self.config.server;
+        let mut exchange = Exchange {
+            start: Instant::now(),
+            request_id: headers::request_id(request.headers()),
+            trace: TraceContext::from_headers(request.headers(), &mut || fastrand::u128(..)),
+            client: headers::client_ip(request.headers(), conn.peer.ip(), &server.trusted_proxies),
+            method: request.method().clone(),
+            path: self
+                .access_log
+                .enabled()
+                .then(|| request.uri().path().to_owned()),
+            route: None,
+            status: 0,
+            refused: None,
+            upstream: UpstreamReport::default(),
+            cors: None,
+        };
+        let timeout = server.request_timeout;
+        let outcome =
+            tokio::time::timeout(timeout, self.process(request, conn, &mut exchange)).await;
         let mut response = match outcome {
             Ok(Ok(response)) => response,
-            Ok(Err(error)) => self.rescue(error, &request_id, &method),
-            Err(_) => self.rescue(GatewayError::RequestTimeout(timeout), &request_id, &method),
+            Ok(Err(error)) => self.rescue(error, &mut exchange),
+            Err(_) => self.rescue(GatewayError::RequestTimeout(timeout), &mut exchange),
         };
-        response.headers_mut().insert(&X_REQUEST_ID, request_id);
         response
+            .headers_mut()
+            .insert(&X_REQUEST_ID, exchange.request_id.clone());
+        if let Some(cors) = &exchange.cors {
+            cors.apply(response.headers_mut());
+        }
+        exchange.status = response.status().as_u16();
+        (response, exchange)
     }
 
     /// The phases, in order, with early returns.
@@ -92,32 +373,152 @@ impl Gateway {
         &self,
         mut request: Request<Body>,
         conn: &ConnInfo,
-        request_id: &HeaderValue,
+        exchange: &mut Exchange,
     ) -> Result<Response<Body>, GatewayError> {
         self.accept(&request)?;
         let routed = self.route(&request)?;
+        exchange.route = Some(routed.index);
+        if exchange.path.is_some() {
+            exchange.path = Some(routed.path.as_str().to_owned());
+        }
         request
             .headers_mut()
-            .insert(&X_REQUEST_ID, request_id.clone());
-        self.integrate(request, &routed, conn).await
+            .insert(&X_REQUEST_ID, exchange.request_id.clone());
+        if let Some(preflight) = self.cors(&request, &routed, exchange) {
+            return Ok(preflight);
+        }
+        let rate_limit = self
+            .throttle(request.headers(), &routed, exchange.client)
+            .await?;
+        self.authorize(&mut request, &routed, exchange).await?;
+        let rate_limit = match self.api_key(&mut request, &routed).await? {
+            Some(usage) => throttle::tightest(rate_limit, usage),
+            None => rate_limit,
+        };
+        let mut response = match self.cache_lookup(Head::of(&request), &routed).await {
+            Lookup::Hit(response) => response,
+            Lookup::Off => self.integrate(request, &routed, conn, exchange).await?,
+            Lookup::Miss(fill) => {
+                let response = self.integrate(request, &routed, conn, exchange).await?;
+                self.cache.store(&self.state, response, fill).await?
+            }
+        };
+        if let Some(decision) = rate_limit {
+            throttle::rate_limit_headers(response.headers_mut(), &decision);
+        }
+        Ok(response)
     }
 
-    /// Turns an error into the client's answer, and logs it.
-    fn rescue(
+    /// `cors`: a preflight for a route with CORS is answered here; an actual request
+    /// leaves the CORS headers its response will get (see [`crate::cors`]).
+    fn cors(
         &self,
-        error: GatewayError,
-        request_id: &HeaderValue,
-        method: &http::Method,
-    ) -> Response<Body> {
-        let id = request_id.to_str().unwrap_or("");
+        request: &Request<Body>,
+        routed: &Routed<'_>,
+        exchange: &mut Exchange,
+    ) -> Option<Response<Body>> {
+        let policy = routed.route.access.cors.as_ref()?;
+        if routed.preflight {
+            return Some(policy.preflight(request));
+        }
+        exchange.cors = Some(CorsReply::new(policy, request.headers()));
+        None
+    }
+
+    /// `authorize`: the route's client address rules, then its authorizer, which puts
+    /// the caller's identity into the request's extensions.
+    async fn authorize(
+        &self,
+        request: &mut Request<Body>,
+        routed: &Routed<'_>,
+        exchange: &Exchange,
+    ) -> Result<(), GatewayError> {
+        let access = &routed.route.access;
+        if let Some(rules) = &access.addresses
+            && !rules.admits(exchange.client)
+        {
+            return Err(GatewayError::AddressDenied(exchange.client));
+        }
+        let Some(index) = access.authorizer else {
+            return Ok(());
+        };
+        let Some(authorizer) = self.authorizers.get(index) else {
+            return Err(GatewayError::AuthorizerUnavailable(Arc::from("?")));
+        };
+        authorizer
+            .authorize(request, &access.scopes)
+            .await
+            .map_err(|error| match error {
+                AuthError::InsufficientScope => GatewayError::InsufficientScope,
+                AuthError::Unavailable => {
+                    GatewayError::AuthorizerUnavailable(Arc::from(authorizer.name()))
+                }
+                other => GatewayError::Unauthenticated(other),
+            })
+    }
+
+    /// `api_key`: on routes with `api_key = true`, the key must be known and within its
+    /// usage plan. Its decision joins the throttle's for the `RateLimit-*` headers.
+    async fn api_key(
+        &self,
+        request: &mut Request<Body>,
+        routed: &Routed<'_>,
+    ) -> Result<Option<Decision>, GatewayError> {
+        if !routed.route.access.api_key {
+            return Ok(None);
+        }
+        let (name, decision) = self
+            .api_keys
+            .check(&self.state, routed.index, routed.route, request.headers())
+            .await?;
+        // The backend needs to know who called, not the caller's secret.
+        request.headers_mut().remove(self.api_keys.header());
+        request.extensions_mut().insert(name);
+        Ok(decision)
+    }
+
+    /// `throttle`: the server's and the route's token buckets, cheapest first. The tightest
+    /// decision comes back for the `RateLimit-*` headers of the response.
+    /// (Request parts are passed rather than `&Request<Body>`: a body is not `Sync`, and
+    /// a borrowed request held across an `.await` would make the future not `Send`.)
+    async fn throttle(
+        &self,
+        headers: &HeaderMap,
+        routed: &Routed<'_>,
+        client: IpAddr,
+    ) -> Result<Option<Decision>, GatewayError> {
+        self.throttles
+            .check(&self.state, routed.index, routed.route, headers, client)
+            .await
+    }
+
+    /// `cache_lookup`: a stored response for this request, or the ticket to store one
+    /// (`cache_store` is [`ResponseCache::store`], run on the integration's response).
+    async fn cache_lookup(&self, request: Head<'_>, routed: &Routed<'_>) -> Lookup {
+        self.cache
+            .lookup(&self.state, routed.route, request, routed.path.as_str())
+            .await
+    }
+
+    /// Turns an error into the client's answer, and logs and counts it.
+    fn rescue(&self, error: GatewayError, exchange: &mut Exchange) -> Response<Body> {
+        let id = exchange.request_id.to_str().unwrap_or("");
+        let (phase, status, reason) = (error.phase().as_str(), error.status(), error.reason());
+        let method = &exchange.method;
         match error.side() {
             crate::error::Side::Downstream => {
-                tracing::debug!(request_id = id, %method, phase = error.phase().as_str(), status = error.status().as_u16(), error = %error, "request refused");
+                tracing::debug!(request_id = id, %method, phase, status = status.as_u16(), error = %error, "request refused");
             }
             _ => {
-                tracing::warn!(request_id = id, %method, phase = error.phase().as_str(), status = error.status().as_u16(), error = %error, "request failed");
+                tracing::warn!(request_id = id, %method, phase, status = status.as_u16(), error = %error, "request failed");
             }
         }
+        exchange.refused = Some(reason);
+        exchange
+            .route
+            .and_then(|i| self.route_metrics.get(i))
+            .unwrap_or(&self.unrouted)
+            .record_refused(phase, status.as_u16(), reason);
         error.into_response(id)
     }
 
@@ -153,24 +554,47 @@ impl Gateway {
     pub fn route(&self, request: &Request<Body>) -> Result<Routed<'_>, GatewayError> {
         let path = path::canonicalize(request.uri().path(), &self.config.server.paths)?;
         let host = request_host(request)?;
+        // A CORS preflight is routed as the request it announces; when that route has
+        // CORS, the `cors` phase answers it. Otherwise it is a plain `OPTIONS` request.
+        if let Some(method) = cors::preflight_method(request)
+            && let router::Lookup::Found {
+                route: index,
+                params,
+            } = self.config.router.lookup(host.as_deref(), &method, &path)
+            && let Some(route) = self.config.routes.get(index)
+            && route.access.cors.is_some()
+        {
+            return Ok(Routed {
+                index,
+                route,
+                path,
+                params,
+                preflight: true,
+            });
+        }
         match self
             .config
             .router
             .lookup(host.as_deref(), request.method(), &path)
         {
-            Lookup::Found { route, params } => match self.config.routes.get(route) {
+            router::Lookup::Found {
+                route: index,
+                params,
+            } => match self.config.routes.get(index) {
                 Some(route) => Ok(Routed {
+                    index,
                     route,
                     path,
                     params,
+                    preflight: false,
                 }),
                 None => Err(GatewayError::NoRoute),
             },
-            Lookup::MethodNotAllowed { allow } => Err(GatewayError::MethodNotAllowed {
+            router::Lookup::MethodNotAllowed { allow } => Err(GatewayError::MethodNotAllowed {
                 allow: HeaderValue::from_str(&allow)
                     .unwrap_or_else(|_| HeaderValue::from_static("")),
             }),
-            Lookup::NotFound => Err(GatewayError::NoRoute),
+            router::Lookup::NotFound => Err(GatewayError::NoRoute),
         }
     }
 
@@ -180,6 +604,7 @@ impl Gateway {
         request: Request<Body>,
         routed: &Routed<'_>,
         conn: &ConnInfo,
+        exchange: &mut Exchange,
     ) -> Result<Response<Body>, GatewayError> {
         match &routed.route.integration {
             Integration::Mock(mock) => Ok(mock::respond(mock)),
@@ -187,7 +612,7 @@ impl Gateway {
                 let Some(upstream) = self.upstreams.get(*index) else {
                     return Err(GatewayError::NoRoute);
                 };
-                self.proxy(request, routed, conn, upstream).await
+                self.proxy(request, routed, conn, upstream, exchange).await
             }
         }
     }
@@ -200,6 +625,7 @@ impl Gateway {
         routed: &Routed<'_>,
         conn: &ConnInfo,
         upstream: &UpstreamPool,
+        exchange: &mut Exchange,
     ) -> Result<Response<Body>, GatewayError> {
         let limit = routed.route.max_body.unwrap_or(self.config.server.max_body);
         let (mut parts, mut body) = request.into_parts();
@@ -230,6 +656,7 @@ impl Gateway {
             proto,
             host.as_ref(),
         );
+        exchange.trace.apply(&mut parts.headers);
 
         let path_and_query = match parts.uri.query() {
             Some(query) => format!("{}?{}", routed.path.as_str(), query),
@@ -242,6 +669,7 @@ impl Gateway {
                 Forward {
                     path_and_query: &path_and_query,
                 },
+                &mut exchange.upstream,
             )
             .await?;
         headers::strip_hop_by_hop(response.headers_mut());

@@ -1,5 +1,12 @@
-//! The transport: listeners, connections, timeouts and shutdown. It knows nothing of
-//! routes; each request goes to [`Gateway::handle`].
+//! The transport: listeners, connections, timeouts, reloads and shutdown. It knows
+//! nothing of routes; each request goes to [`Gateway::serve`] of the gateway live at that
+//! moment, and its [`Exchange`] is finished (the `log` phase) once the response body has
+//! been sent.
+//!
+//! Reloads build a whole new [`Gateway`] and swap it in ([`Shared::reload`]): a request
+//! runs entirely on the gateway it started with; the next request on the same keep-alive
+//! or HTTP/2 connection sees the new one. Listener addresses and `workers` cannot change
+//! on reload (such a reload is refused, naming the key); everything else can.
 //!
 //! `accept` phase: a connection needs a permit of the connection cap before it is served
 //! (beyond the cap, one client per listener waits accepted but unserved, the others in the
@@ -36,14 +43,17 @@ use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, Semaphore};
-use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use arc_swap::ArcSwap;
+
+use crate::access_log::AccessLog;
 use crate::body::Body;
+use crate::config::{self, Config, ConfigErrors};
 use crate::error::json_response;
-use crate::pipeline::{ConnInfo, Gateway};
-use crate::tls::{self, TlsError};
+use crate::metrics::Metrics;
+use crate::pipeline::{BuildError, ConnInfo, Exchange, Gateway};
 
 /// Room hyper's own HTTP/1 read buffer leaves above `max_header_bytes`, so that the
 /// gateway's JSON `431` answers before hyper's bare one.
@@ -69,8 +79,190 @@ pub enum ServeError {
         #[source]
         source: io::Error,
     },
+}
+
+/// Why a reload was refused (the running config stays).
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error("{0}")]
+    Config(ConfigErrors),
+    #[error("{}", .0.join("\n"))]
+    Unchangeable(Vec<String>),
     #[error(transparent)]
-    Tls(#[from] TlsError),
+    Build(#[from] BuildError),
+    #[error("the reload task failed: {0}")]
+    Task(String),
+}
+
+impl ReloadError {
+    /// One message per problem (for the admin API).
+    pub fn messages(&self) -> Vec<String> {
+        match self {
+            ReloadError::Config(errors) => errors.iter().map(|e| e.to_string()).collect(),
+            ReloadError::Unchangeable(problems) => problems.clone(),
+            ReloadError::Build(e) => vec![e.to_string()],
+            ReloadError::Task(e) => vec![e.clone()],
+        }
+    }
+}
+
+/// What the listeners share: the live gateway (swapped whole by reloads) and what outlives
+/// reloads.
+pub struct Shared {
+    live: ArcSwap<Gateway>,
+    metrics: Arc<Metrics>,
+    ready: AtomicBool,
+    connections: Arc<Semaphore>,
+    /// The connection cap the semaphore currently stands for.
+    connection_cap: AtomicUsize,
+    /// Reloads run one at a time.
+    reload_lock: tokio::sync::Mutex<()>,
+    /// The addresses the listeners really bound (differ from the config's for port 0).
+    bound: Vec<(ListenerKind, SocketAddr)>,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("live", &self.live.load())
+            .finish()
+    }
+}
+
+impl Shared {
+    /// The gateway live now.
+    pub fn gateway(&self) -> Arc<Gateway> {
+        self.live.load_full()
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Whether the gateway takes traffic (false once shutdown began).
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::SeqCst)
+    }
+
+    /// Re-reads the route file the live gateway came from, and swaps in a gateway built
+    /// from it; on any error the running gateway stays. Counted and logged either way.
+    pub async fn reload(&self) -> Result<Arc<Gateway>, ReloadError> {
+        let _one_at_a_time = self.reload_lock.lock().await;
+        let result = self.try_reload().await;
+        self.metrics.record_reload(result.is_ok());
+        match &result {
+            Ok(gateway) => tracing::info!(
+                config = %gateway.config().source.display(),
+                routes = gateway.config().routes.len(),
+                "reloaded"
+            ),
+            Err(e) => tracing::error!("reload refused, the running config stays:\n{e}"),
+        }
+        result
+    }
+
+    async fn try_reload(&self) -> Result<Arc<Gateway>, ReloadError> {
+        let current = self.live.load_full();
+        let path = current.config().source.clone();
+        let config = tokio::task::spawn_blocking(move || config::load(&path))
+            .await
+            .map_err(|e| ReloadError::Task(e.to_string()))?
+            .map_err(ReloadError::Config)?;
+        let unchangeable = unchangeable_differences(current.config(), &config, &self.bound);
+        if !unchangeable.is_empty() {
+            return Err(ReloadError::Unchangeable(unchangeable));
+        }
+        let access_log = if config.log.access == *current.access_log().target() {
+            current.access_log().clone()
+        } else {
+            let target = config.log.access.clone();
+            Arc::new(AccessLog::open(target, &self.metrics).map_err(|source| {
+                BuildError::AccessLog {
+                    path: format!("{:?}", config.log.access),
+                    source,
+                }
+            })?)
+        };
+        let max_connections = config.server.max_connections;
+        let gateway = Arc::new(
+            Gateway::build(config, self.metrics.clone(), access_log)?.keep_state_of(&current),
+        );
+        gateway.load_keys().await;
+        self.set_connection_cap(max_connections);
+        self.live.store(gateway.clone());
+        Ok(gateway)
+    }
+
+    fn set_connection_cap(&self, cap: usize) {
+        let old = self.connection_cap.swap(cap, Ordering::SeqCst);
+        if cap > old {
+            self.connections.add_permits(cap - old);
+        } else if cap < old {
+            // Permits held by open connections come back later and are then forgotten.
+            let mut excess = old - cap;
+            excess -= self.connections.forget_permits(excess);
+            if excess > 0 {
+                let connections = self.connections.clone();
+                tokio::spawn(async move {
+                    if let Ok(permits) = connections.acquire_many_owned(excess as u32).await {
+                        permits.forget();
+                    }
+                });
+            }
+        }
+    }
+}
+
+/// The settings a reload cannot change, as messages naming the key. A listener address is
+/// unchanged when the new file names the old configured address or the one really bound
+/// (a file that said port 0 may name the port it got).
+fn unchangeable_differences(
+    old: &Config,
+    new: &Config,
+    bound: &[(ListenerKind, SocketAddr)],
+) -> Vec<String> {
+    let mut problems = Vec::new();
+    let (a, b) = (&old.server, &new.server);
+    let bound_of = |kind: ListenerKind| {
+        bound
+            .iter()
+            .find(|(k, _)| *k == kind)
+            .map(|(_, addr)| addr.to_string())
+    };
+    let mut check = |key: &str, before: String, after: String, actual: Option<String>| {
+        if before != after && actual.as_ref() != Some(&after) {
+            problems.push(format!(
+                "server.{key}: changed from {before} to {after}, which needs a restart \
+                 (listener addresses and workers cannot change on reload)"
+            ));
+        }
+    };
+    let show = |addr: Option<SocketAddr>| addr.map_or("none".to_owned(), |a| a.to_string());
+    check(
+        "listen",
+        show(a.listen),
+        show(b.listen),
+        bound_of(ListenerKind::Http),
+    );
+    check(
+        "tls.listen",
+        show(a.tls.as_ref().map(|t| t.listen)),
+        show(b.tls.as_ref().map(|t| t.listen)),
+        bound_of(ListenerKind::Https),
+    );
+    check(
+        "admin",
+        show(a.admin),
+        show(b.admin),
+        bound_of(ListenerKind::Admin),
+    );
+    check(
+        "workers",
+        format!("{:?}", a.workers),
+        format!("{:?}", b.workers),
+        None,
+    );
+    problems
 }
 
 /// The kinds of listener, as they appear in logs.
@@ -93,9 +285,8 @@ impl ListenerKind {
 
 /// A gateway with its listeners bound, ready to [`run`](Server::run).
 pub struct Server {
-    gateway: Arc<Gateway>,
+    shared: Arc<Shared>,
     listeners: Vec<(ListenerKind, TcpListener)>,
-    tls: Option<TlsAcceptor>,
 }
 
 impl Server {
@@ -107,13 +298,9 @@ impl Server {
         if let Some(addr) = server.listen {
             wanted.push((ListenerKind::Http, addr));
         }
-        let tls = match &server.tls {
-            Some(tls_config) => {
-                wanted.push((ListenerKind::Https, tls_config.listen));
-                Some(TlsAcceptor::from(tls::server_config(tls_config)?))
-            }
-            None => None,
-        };
+        if let Some(tls) = &server.tls {
+            wanted.push((ListenerKind::Https, tls.listen));
+        }
         if let Some(addr) = server.admin {
             wanted.push((ListenerKind::Admin, addr));
         }
@@ -128,11 +315,30 @@ impl Server {
                 })?;
             listeners.push((kind, listener));
         }
+        let cap = server.max_connections;
+        let bound = listeners
+            .iter()
+            .filter_map(|(kind, l): &(ListenerKind, TcpListener)| {
+                l.local_addr().ok().map(|a| (*kind, a))
+            })
+            .collect();
         Ok(Server {
-            gateway: Arc::new(gateway),
+            shared: Arc::new(Shared {
+                metrics: gateway.metrics().clone(),
+                live: ArcSwap::from_pointee(gateway),
+                ready: AtomicBool::new(true),
+                connections: Arc::new(Semaphore::new(cap)),
+                connection_cap: AtomicUsize::new(cap),
+                reload_lock: tokio::sync::Mutex::new(()),
+                bound,
+            }),
             listeners,
-            tls,
         })
+    }
+
+    /// What reloads and the admin API work on.
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
     }
 
     /// The bound addresses (useful when the config asked for port 0).
@@ -145,21 +351,12 @@ impl Server {
 
     /// Serves until `shutdown` completes, then drains.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
-        let server = &self.gateway.config().server;
-        let limits = Arc::new(Limits {
-            header_read_timeout: server.header_read_timeout,
-            idle_timeout: server.idle_timeout,
-            connections: Arc::new(Semaphore::new(server.max_connections)),
-            http: http_builder(server.max_headers, server.max_header_bytes),
-        });
-        let grace = server.shutdown_grace;
+        let shared = self.shared;
         // Public listeners and their connections stop first; the admin listener only once
         // they are drained, so that `/readyz` can report the drain (with one token and
         // tracker for all, the admin listener closed at once and "draining" was never seen).
         let (cancel, tracker) = (CancellationToken::new(), TaskTracker::new());
         let (admin_cancel, admin_tracker) = (CancellationToken::new(), TaskTracker::new());
-        let ready = Arc::new(AtomicBool::new(true));
-
         for (kind, listener) in self.listeners {
             if let Ok(addr) = listener.local_addr() {
                 tracing::info!(kind = kind.as_str(), %addr, "listening");
@@ -170,20 +367,19 @@ impl Server {
             };
             let ctx = AcceptCtx {
                 kind,
-                gateway: self.gateway.clone(),
-                tls: self.tls.clone(),
-                limits: limits.clone(),
+                shared: shared.clone(),
                 cancel: cancel.clone(),
                 tracker: tracker.clone(),
-                ready: ready.clone(),
             };
             tracker.spawn(accept_loop(listener, ctx));
         }
         tracing::info!("ready");
 
         shutdown.await;
+        // The config live at shutdown decides the grace period.
+        let grace = shared.gateway().config().server.shutdown_grace;
         tracing::info!(grace = ?grace, "shutting down: draining in-flight requests");
-        ready.store(false, Ordering::SeqCst);
+        shared.ready.store(false, Ordering::SeqCst);
         cancel.cancel();
         tracker.close();
         if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
@@ -197,22 +393,12 @@ impl Server {
     }
 }
 
-struct Limits {
-    header_read_timeout: Duration,
-    idle_timeout: Duration,
-    connections: Arc<Semaphore>,
-    http: auto::Builder<TokioExecutor>,
-}
-
 #[derive(Clone)]
 struct AcceptCtx {
     kind: ListenerKind,
-    gateway: Arc<Gateway>,
-    tls: Option<TlsAcceptor>,
-    limits: Arc<Limits>,
+    shared: Arc<Shared>,
     cancel: CancellationToken,
     tracker: TaskTracker,
-    ready: Arc<AtomicBool>,
 }
 
 fn http_builder(max_headers: usize, max_header_bytes: usize) -> auto::Builder<TokioExecutor> {
@@ -236,6 +422,7 @@ fn http_builder(max_headers: usize, max_header_bytes: usize) -> auto::Builder<To
 }
 
 async fn accept_loop(listener: TcpListener, ctx: AcceptCtx) {
+    let (open, accepted) = ctx.shared.metrics.listener(ctx.kind.as_str());
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -259,7 +446,7 @@ async fn accept_loop(listener: TcpListener, ctx: AcceptCtx) {
             None
         } else {
             tokio::select! {
-                permit = ctx.limits.connections.clone().acquire_owned() => match permit {
+                permit = ctx.shared.connections.clone().acquire_owned() => match permit {
                     Ok(permit) => Some(permit),
                     Err(_) => return,
                 },
@@ -268,19 +455,32 @@ async fn accept_loop(listener: TcpListener, ctx: AcceptCtx) {
         };
         let _ = stream.set_nodelay(true);
         let ctx = ctx.clone();
+        accepted.inc();
+        let open = open.clone();
+        open.inc();
         ctx.tracker.clone().spawn(async move {
             let _permit = permit;
             serve_stream(stream, peer, ctx).await;
+            open.dec();
         });
     }
 }
 
 async fn serve_stream(stream: TcpStream, peer: SocketAddr, ctx: AcceptCtx) {
-    match (ctx.kind, &ctx.tls) {
+    // Connection-level settings come from the gateway live when the connection arrives.
+    let gateway = ctx.shared.gateway();
+    let server = &gateway.config().server;
+    let limits = Limits {
+        header_read_timeout: server.header_read_timeout,
+        idle_timeout: server.idle_timeout,
+        http: http_builder(server.max_headers, server.max_header_bytes),
+    };
+    let acceptor = gateway.tls_acceptor().cloned();
+    drop(gateway);
+    match (ctx.kind, acceptor) {
         (ListenerKind::Https, Some(acceptor)) => {
             let handshake = acceptor.accept(stream);
-            let stream = match tokio::time::timeout(ctx.limits.header_read_timeout, handshake).await
-            {
+            let stream = match tokio::time::timeout(limits.header_read_timeout, handshake).await {
                 Ok(Ok(stream)) => stream,
                 Ok(Err(e)) => {
                     tracing::debug!(%peer, error = %e, "tls handshake failed");
@@ -293,18 +493,30 @@ async fn serve_stream(stream: TcpStream, peer: SocketAddr, ctx: AcceptCtx) {
             };
             let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
             let info = ConnInfo { peer, tls: true };
-            serve_connection(stream, info, !h2, ctx).await;
+            serve_connection(stream, info, !h2, &limits, ctx).await;
         }
         _ => {
             let info = ConnInfo { peer, tls: false };
-            serve_connection(stream, info, true, ctx).await;
+            serve_connection(stream, info, true, &limits, ctx).await;
         }
     }
 }
 
+/// The settings of one connection.
+struct Limits {
+    header_read_timeout: Duration,
+    idle_timeout: Duration,
+    http: auto::Builder<TokioExecutor>,
+}
+
 /// Serves HTTP on one connection until it ends, times out or is drained.
-async fn serve_connection<I>(io: I, info: ConnInfo, may_be_http1: bool, ctx: AcceptCtx)
-where
+async fn serve_connection<I>(
+    io: I,
+    info: ConnInfo,
+    may_be_http1: bool,
+    limits: &Limits,
+    ctx: AcceptCtx,
+) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let activity = Arc::new(Activity::new(may_be_http1));
@@ -315,29 +527,32 @@ where
     let info = Arc::new(info);
     let service = {
         let activity = activity.clone();
-        let gateway = ctx.gateway.clone();
-        let ready = ctx.ready.clone();
+        let shared = ctx.shared.clone();
         let kind = ctx.kind;
         service_fn(move |request: Request<Incoming>| {
             let guard = activity.request_started(request.version());
-            let gateway = gateway.clone();
+            let shared = shared.clone();
             let info = info.clone();
-            let ready = ready.clone();
             async move {
                 let response = match kind {
-                    ListenerKind::Admin => crate::admin::handle(&request, &ready),
-                    _ => gateway.handle(request.map(Body::stream), &info).await,
+                    ListenerKind::Admin => crate::admin::handle(&request, &shared)
+                        .await
+                        .map(|body| TrackedBody::new(body, guard, None)),
+                    ListenerKind::Http | ListenerKind::Https => {
+                        let gateway = shared.gateway();
+                        let (response, exchange) =
+                            gateway.serve(request.map(Body::stream), &info).await;
+                        response
+                            .map(|body| TrackedBody::new(body, guard, Some((gateway, exchange))))
+                    }
                 };
-                Ok::<_, Infallible>(response.map(|body| TrackedBody {
-                    body,
-                    _guard: guard,
-                }))
+                Ok::<_, Infallible>(response)
             }
         })
     };
-    let conn = ctx.limits.http.serve_connection_with_upgrades(io, service);
+    let conn = limits.http.serve_connection_with_upgrades(io, service);
     tokio::pin!(conn);
-    let watchdog = activity.watchdog(ctx.limits.header_read_timeout, ctx.limits.idle_timeout);
+    let watchdog = activity.watchdog(limits.header_read_timeout, limits.idle_timeout);
     tokio::pin!(watchdog);
     let mut draining = false;
     loop {
@@ -468,9 +683,33 @@ impl Drop for InFlight {
 }
 
 /// A response body that keeps its request counted as in flight.
+///
+/// It also counts the bytes sent and, when dropped (sent or abandoned), finishes the
+/// request's [`Exchange`]: the `log` phase.
 struct TrackedBody {
     body: Body,
     _guard: InFlight,
+    bytes_out: u64,
+    exchange: Option<(Arc<Gateway>, Exchange)>,
+}
+
+impl TrackedBody {
+    fn new(body: Body, guard: InFlight, exchange: Option<(Arc<Gateway>, Exchange)>) -> Self {
+        TrackedBody {
+            body,
+            _guard: guard,
+            bytes_out: 0,
+            exchange,
+        }
+    }
+}
+
+impl Drop for TrackedBody {
+    fn drop(&mut self) {
+        if let Some((gateway, exchange)) = self.exchange.take() {
+            exchange.finish(&gateway, self.bytes_out);
+        }
+    }
 }
 
 impl http_body::Body for TrackedBody {
@@ -481,7 +720,14 @@ impl http_body::Body for TrackedBody {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
-        Pin::new(&mut self.get_mut().body).poll_frame(cx)
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.body).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled
+            && let Some(data) = frame.data_ref()
+        {
+            this.bytes_out += data.len() as u64;
+        }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {

@@ -33,6 +33,7 @@ use tokio_rustls::TlsConnector;
 use crate::body::{Body, BodyFault, FaultWatch, OnEnd};
 use crate::config::{self, Eject, Scheme};
 use crate::error::GatewayError;
+use crate::metrics::{Metrics, TargetMetrics, UpstreamOutcome};
 use crate::tls::{TlsError, client_config};
 
 /// The longest weighted round-robin schedule kept; weights are scaled down past it.
@@ -72,6 +73,9 @@ impl std::fmt::Debug for UpstreamPool {
 /// One target with its idle connections and health counters.
 struct TargetPool {
     target: config::Target,
+    /// The target URL, shared with the access log.
+    url: Arc<str>,
+    metrics: TargetMetrics,
     host_header: HeaderValue,
     idle: Mutex<Vec<IdleConn>>,
     h2: Mutex<Option<http2::SendRequest<Body>>>,
@@ -104,6 +108,17 @@ impl OnEnd for ReturnToPool {
     }
 }
 
+/// What [`UpstreamPool::forward`] tells the `log` phase about a request.
+#[derive(Debug, Default)]
+pub struct UpstreamReport {
+    /// The target of the last attempt.
+    pub target: Option<Arc<str>>,
+    /// From sending the request to its response head, on the last attempt.
+    pub elapsed: Option<Duration>,
+    /// A view of the request body as it streams (bytes read), when it has one.
+    pub request_body: Option<FaultWatch>,
+}
+
 /// What a request attempt needs besides the request itself.
 #[derive(Debug, Clone, Copy)]
 pub struct Forward<'a> {
@@ -117,17 +132,21 @@ impl TargetPool {
     }
 
     fn record_success(&self) {
+        self.metrics.attempt(UpstreamOutcome::ok);
         if self.failures.load(Ordering::Relaxed) != 0 {
             self.failures.store(0, Ordering::Relaxed);
         }
+        self.metrics.healthy();
     }
 
-    fn record_failure(&self, upstream: &str, eject: Eject) {
+    fn record_failure(&self, upstream: &str, eject: Eject, outcome: UpstreamOutcome) {
+        self.metrics.attempt(outcome);
         let failures = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
         if failures >= eject.failures {
             self.failures.store(0, Ordering::Relaxed);
             let until = now_ms() + eject.duration.as_millis() as u64;
             self.ejected_until_ms.store(until, Ordering::Relaxed);
+            self.metrics.ejected();
             tracing::warn!(
                 upstream,
                 target = %self.target.url,
@@ -224,7 +243,7 @@ fn is_idempotent(method: &Method) -> bool {
 
 impl UpstreamPool {
     /// Prepares an upstream's pools (no connection is made until a request needs one).
-    pub fn new(upstream: &config::Upstream) -> Result<UpstreamPool, TlsError> {
+    pub fn new(upstream: &config::Upstream, metrics: &Metrics) -> Result<UpstreamPool, TlsError> {
         let tls = if upstream.targets.iter().any(|t| t.scheme == Scheme::Https) {
             Some(TlsConnector::from(client_config(
                 upstream.ca.as_deref(),
@@ -242,6 +261,8 @@ impl UpstreamPool {
                         // An Authority is always a valid header value.
                         .unwrap_or_else(|_| HeaderValue::from_static("invalid")),
                     target: target.clone(),
+                    url: Arc::from(target.url.as_str()),
+                    metrics: metrics.target(&upstream.name, &target.url),
                     idle: Mutex::new(Vec::new()),
                     h2: Mutex::new(None),
                     max_idle: upstream.pool.max_idle,
@@ -292,6 +313,7 @@ impl UpstreamPool {
         &self,
         request: Request<Body>,
         forward: Forward<'_>,
+        report: &mut UpstreamReport,
     ) -> Result<Response<Body>, GatewayError> {
         let (parts, mut body) = request.into_parts();
         let replayable = is_idempotent(&parts.method) && http_body::Body::is_end_stream(&body);
@@ -301,6 +323,7 @@ impl UpstreamPool {
         } else {
             body.watch_faults()
         };
+        report.request_body = faults.clone();
         let mut body = Some(body);
         let mut tried: u64 = 0;
         let mut last_error = None;
@@ -312,21 +335,26 @@ impl UpstreamPool {
                 tried |= 1 << idx;
             }
             let target = &self.targets[idx];
-            let conn =
-                match tokio::time::timeout(self.connect_timeout, self.connection(target)).await {
-                    Ok(Ok(conn)) => conn,
-                    Ok(Err(e)) => {
-                        target.record_failure(&self.name, self.eject);
-                        last_error = Some(self.connect_error(target, e));
-                        continue;
-                    }
-                    Err(_) => {
-                        target.record_failure(&self.name, self.eject);
-                        let e = ConnectError::Timeout(self.connect_timeout);
-                        last_error = Some(self.connect_error(target, e));
-                        continue;
-                    }
-                };
+            if attempt > 0 {
+                target.metrics.retry();
+            }
+            report.target = Some(target.url.clone());
+            let conn = match tokio::time::timeout(self.connect_timeout, self.connection(target))
+                .await
+            {
+                Ok(Ok(conn)) => conn,
+                Ok(Err(e)) => {
+                    target.record_failure(&self.name, self.eject, UpstreamOutcome::connect_error);
+                    last_error = Some(self.connect_error(target, e));
+                    continue;
+                }
+                Err(_) => {
+                    target.record_failure(&self.name, self.eject, UpstreamOutcome::connect_error);
+                    let e = ConnectError::Timeout(self.connect_timeout);
+                    last_error = Some(self.connect_error(target, e));
+                    continue;
+                }
+            };
             let is_last = attempt == self.retries;
             let attempt_body = if replayable && !is_last {
                 Body::Empty
@@ -339,7 +367,10 @@ impl UpstreamPool {
             };
             let h2 = matches!(conn, Conn::H2(_));
             let request = self.upstream_request(&parts, target, forward, attempt_body, h2)?;
-            match self.send(conn, target, request, faults.as_ref()).await {
+            let sent_at = Instant::now();
+            let sent = self.send(conn, target, request, faults.as_ref()).await;
+            report.elapsed = Some(sent_at.elapsed());
+            match sent {
                 Ok(response) => return Ok(response),
                 Err(e) => {
                     let retry = replayable && !matches!(e, GatewayError::UpstreamTimeout { .. });
@@ -462,7 +493,7 @@ impl UpstreamPool {
                         | StatusCode::SERVICE_UNAVAILABLE
                         | StatusCode::GATEWAY_TIMEOUT
                 ) {
-                    target.record_failure(&self.name, self.eject);
+                    target.record_failure(&self.name, self.eject, UpstreamOutcome::unavailable);
                 } else {
                     target.record_success();
                 }
@@ -477,7 +508,7 @@ impl UpstreamPool {
                 BodyFault::Peer(reason) => Err(GatewayError::ClientBody(reason.clone())),
             },
             Err(e) => {
-                target.record_failure(&self.name, self.eject);
+                target.record_failure(&self.name, self.eject, UpstreamOutcome::error);
                 Err(GatewayError::UpstreamProtocol {
                     upstream: self.name.clone(),
                     target: target.target.url.clone(),
@@ -488,7 +519,7 @@ impl UpstreamPool {
     }
 
     fn timed_out(&self, target: &TargetPool) -> GatewayError {
-        target.record_failure(&self.name, self.eject);
+        target.record_failure(&self.name, self.eject, UpstreamOutcome::timeout);
         GatewayError::UpstreamTimeout {
             upstream: self.name.clone(),
             target: target.target.url.clone(),

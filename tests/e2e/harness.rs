@@ -40,6 +40,7 @@ pub struct TestGateway {
     pub https: Option<SocketAddr>,
     pub admin: Option<SocketAddr>,
     logs: Arc<Mutex<Vec<String>>>,
+    stdout_lines: Arc<Mutex<Vec<String>>>,
 }
 
 impl TestGateway {
@@ -50,19 +51,57 @@ impl TestGateway {
         Self::start_in(dir, toml)
     }
 
+    /// Like [`start`](Self::start), with more arguments for `weir run` (e.g. `--watch`).
+    pub fn start_with_args(toml: &str, args: &[&str]) -> TestGateway {
+        let dir = tempfile::tempdir().expect("tempdir");
+        Self::launch(dir, toml, args)
+    }
+
     /// Like [`start`](Self::start) in a directory the test prepared (certificates…).
     pub fn start_in(dir: tempfile::TempDir, toml: &str) -> TestGateway {
+        Self::launch(dir, toml, &[])
+    }
+
+    /// Like [`start_in`](Self::start_in), with extra environment variables for weir
+    /// (`${env:NAME}` secrets).
+    pub fn start_in_env(dir: tempfile::TempDir, toml: &str, env: &[(&str, &str)]) -> TestGateway {
+        Self::launch_env(dir, toml, &[], env)
+    }
+
+    fn launch(dir: tempfile::TempDir, toml: &str, args: &[&str]) -> TestGateway {
+        Self::launch_env(dir, toml, args, &[])
+    }
+
+    fn launch_env(
+        dir: tempfile::TempDir,
+        toml: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> TestGateway {
         let config_path = dir.path().join("weir.toml");
         let toml = toml.replace("{dir}", &dir.path().display().to_string());
         std::fs::write(&config_path, toml).expect("write config");
         let mut child = Command::new(weir_bin())
             .args(["run", "-c"])
             .arg(&config_path)
+            .args(args)
             .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
+            .envs(env.iter().copied())
+            .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn weir");
+        let stdout_lines = Arc::new(Mutex::new(Vec::new()));
+        {
+            let stdout = child.stdout.take().expect("stdout piped");
+            let lines = stdout_lines.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stdout).lines() {
+                    let Ok(line) = line else { break };
+                    lines.lock().expect("stdout lines").push(line);
+                }
+            });
+        }
         let stderr = child.stderr.take().expect("stderr piped");
         let logs = Arc::new(Mutex::new(Vec::new()));
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
@@ -91,6 +130,7 @@ impl TestGateway {
             https: None,
             admin: None,
             logs,
+            stdout_lines,
         };
         if ready_rx.recv_timeout(START_TIMEOUT).is_err() {
             let status = gateway
@@ -140,6 +180,11 @@ impl TestGateway {
 
     pub fn pid(&self) -> u32 {
         self.child.as_ref().expect("running").id()
+    }
+
+    /// What the gateway wrote to stdout so far (the access log, by default).
+    pub fn stdout(&self) -> Vec<String> {
+        self.stdout_lines.lock().expect("stdout lines").clone()
     }
 
     /// The gateway's log so far (stderr lines).
@@ -775,5 +820,94 @@ pub async fn wait_until(within: Duration, what: &str, mut condition: impl FnMut(
     while !condition() {
         assert!(Instant::now() < deadline, "not within {within:?}: {what}");
         tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+// ---- Added for throttle.rs, cache.rs and redis.rs: a real redis-server ----
+
+/// A `redis-server` process of the test's own, on a free port, with persistence off.
+/// [`stop`](Self::stop) and [`start_again`](Self::start_again) simulate an outage.
+pub struct TestRedis {
+    pub port: u16,
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+}
+
+impl TestRedis {
+    /// Starts `redis-server` (installed by `.ci/run`) and waits until it answers.
+    pub fn start() -> TestRedis {
+        let port = dead_addr().port();
+        let mut redis = TestRedis {
+            port,
+            child: None,
+            dir: tempfile::tempdir().expect("tempdir"),
+        };
+        redis.start_again();
+        redis
+    }
+
+    /// `redis://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts the server again on the same port (after [`stop`](Self::stop)).
+    pub fn start_again(&mut self) {
+        assert!(self.child.is_none(), "redis is already running");
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string()])
+            .args(["--bind", "127.0.0.1"])
+            .args(["--save", ""])
+            .args(["--appendonly", "no"])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn redis-server (apt-get install -y redis-server)");
+        self.child = Some(child);
+        let deadline = Instant::now() + START_TIMEOUT;
+        while !self.ping() {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Kills the server (SIGKILL: no goodbye to clients).
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Whether the server answers `PING` with `+PONG`.
+    pub fn ping(&self) -> bool {
+        use std::io::{Read, Write};
+        let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", self.port)) else {
+            return false;
+        };
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
+        if stream.write_all(b"PING\r\n").is_err() {
+            return false;
+        }
+        let mut buf = [0u8; 7];
+        stream.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n"
+    }
+
+    /// Runs one command with `redis-cli` and returns its output.
+    pub fn cli(&self, args: &[&str]) -> String {
+        let out = Command::new("redis-cli")
+            .args(["-p", &self.port.to_string()])
+            .args(args)
+            .output()
+            .expect("run redis-cli");
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+}
+
+impl Drop for TestRedis {
+    fn drop(&mut self) {
+        self.stop();
     }
 }

@@ -3,10 +3,18 @@
 //! test binary links the whole gateway, so there is only this one).
 
 mod harness;
+mod tokens;
 
+mod api_keys;
+mod cache;
 mod cli;
+mod cors;
 mod examples;
+mod jwt;
 mod listener;
+mod ops;
 mod proxy;
+mod redis;
 mod routing;
+mod throttle;
 mod tls;

@@ -74,6 +74,13 @@ impl<'s> Document<'s> {
         self.spans.contains_key(&path.to_string())
     }
 
+    /// The source text of the value at `path` as written (before `${env:NAME}` was
+    /// replaced), if it is in the file.
+    pub fn value_text(&self, path: &KeyPath) -> Option<&'s str> {
+        let spans = self.spans.get(&path.to_string())?;
+        self.source.get(spans.value.clone())
+    }
+
     /// Byte offset of the value at `path`, or of its nearest ancestor present in the file;
     /// `None` when not even the first step is in the file.
     pub fn value_offset(&self, path: &KeyPath) -> Option<usize> {
@@ -264,6 +271,11 @@ impl<'d> Report<'d> {
     /// Whether `path` is written in the file.
     pub fn is_in_file(&self, path: &KeyPath) -> bool {
         self.document.contains(path)
+    }
+
+    /// The value at `path` as written in the file (see [`Document::value_text`]).
+    pub fn value_text(&self, path: &KeyPath) -> Option<&'d str> {
+        self.document.value_text(path)
     }
 
     /// The errors in file order (those without a position first).

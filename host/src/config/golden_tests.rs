@@ -31,6 +31,7 @@ fn golden_env(name: &str) -> Option<String> {
         // naming a certificate file do not depend on where the checkout is.
         "CERTS" => Some(GOLDEN_CERTS_FROM_CRATE.to_owned()),
         "TOKEN" => Some("s3cret".to_owned()),
+        "JWT_SECRET" => Some("a-golden-hmac-secret-of-32-bytes!".to_owned()),
         _ => None,
     }
 }
@@ -110,6 +111,16 @@ fn ok_file_is_valid_and_uses_every_key() {
         Table::Pool,
         Table::Route,
         Table::Mock,
+        Table::Authorizer,
+        Table::UsagePlan,
+        Table::PlanLimits,
+        Table::Quota,
+        Table::ApiKey,
+        Table::Cors,
+        Table::State,
+        Table::CacheLimits,
+        Table::Throttle,
+        Table::RouteCache,
     ] {
         for key in table.keys() {
             assert!(

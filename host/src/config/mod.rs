@@ -13,6 +13,7 @@
 //!
 //! Every error is a [`ConfigError`] placed at the file, line, column and dotted key at fault.
 
+mod access;
 mod document;
 pub mod error;
 mod interpolate;
@@ -22,6 +23,7 @@ mod names;
 mod pem;
 mod raw;
 mod target_url;
+pub mod traffic;
 pub mod units;
 mod validate;
 
@@ -140,5 +142,8 @@ pub fn parse(
         upstreams: validated.upstreams,
         routes: validated.routes,
         router,
+        log: validated.log,
+        traffic: validated.traffic,
+        access: validated.access,
     })
 }

@@ -14,6 +14,10 @@ use http::{HeaderMap, Method, StatusCode};
 use ipnet::IpNet;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
+pub use super::traffic::{
+    CacheKeyPart, CacheLimits, Invalidate, RouteCache, RouteTraffic, Throttle, ThrottleKey, Traffic,
+};
+use crate::access_log::AccessLogTarget;
 use crate::path::PathOptions;
 use crate::router::Router;
 
@@ -62,6 +66,19 @@ pub struct Config {
     pub routes: Vec<Route>,
     /// The compiled route table (built from `routes`).
     pub router: Router,
+    /// `[log]`.
+    pub log: Log,
+    /// `[state]` and `[cache]`.
+    pub traffic: Traffic,
+    /// `[authorizers]`, `[usage_plans]`, `[[api_keys]]`.
+    pub access: Access,
+}
+
+/// `[log]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Log {
+    /// `access = "stdout" | "off" | "PATH"`: where access log lines go.
+    pub access: AccessLogTarget,
 }
 
 /// `[server]`.
@@ -71,6 +88,9 @@ pub struct Server {
     pub listen: Option<SocketAddr>,
     /// `admin`: the admin listener (health, readiness).
     pub admin: Option<SocketAddr>,
+    /// `admin_token`: when set, admin endpoints other than `/healthz` and `/readyz` need
+    /// `Authorization: Bearer <token>`.
+    pub admin_token: Option<String>,
     /// `[server.tls]`.
     pub tls: Option<Tls>,
     /// `workers`: runtime worker threads; `None` = one per CPU.
@@ -95,6 +115,8 @@ pub struct Server {
     pub trusted_proxies: Vec<IpNet>,
     /// `merge_slashes` and `escaped_separators`.
     pub paths: PathOptions,
+    /// `throttle`: server-wide buckets, taken before the route's.
+    pub throttle: Vec<Throttle>,
 }
 
 /// `[server.tls]`.
@@ -213,6 +235,10 @@ pub struct Route {
     /// `max_body`: overrides `[server] max_body` for this route.
     pub max_body: Option<u64>,
     pub integration: Integration,
+    /// `throttle`, `cache`, `on_state_error`.
+    pub traffic: RouteTraffic,
+    /// `authorizer`, `scopes`, `api_key`, `cors`, `allow_cidrs`, `deny_cidrs`.
+    pub access: RouteAccess,
 }
 
 /// What produces a route's response.
@@ -230,4 +256,164 @@ pub struct Mock {
     pub status: StatusCode,
     pub headers: HeaderMap,
     pub body: Bytes,
+}
+
+// ---- access control: authorizers, usage plans, API keys, CORS, client addresses ----
+
+/// Default `[authorizers.*] leeway`: clock skew allowed on `exp` and `nbf`.
+pub const DEFAULT_JWT_LEEWAY: Duration = Duration::from_secs(60);
+/// Default `[authorizers.*] jwks_refresh`: age after which a fetched key set is refetched.
+pub const DEFAULT_JWKS_REFRESH: Duration = Duration::from_secs(10 * 60);
+/// Default `[authorizers.*] jwks_cooldown`: the least time between two fetches caused by
+/// tokens naming unknown keys.
+pub const DEFAULT_JWKS_COOLDOWN: Duration = Duration::from_secs(30);
+/// Default `[server] api_key_header`.
+pub const DEFAULT_API_KEY_HEADER: &str = "x-api-key";
+
+/// Top-level access-control tables.
+#[derive(Debug)]
+pub struct Access {
+    /// `[authorizers.NAME]`, in file order; routes refer to them by index.
+    pub authorizers: Vec<Authorizer>,
+    /// `[usage_plans.NAME]`, in file order; API keys refer to them by index.
+    pub usage_plans: Vec<UsagePlan>,
+    /// `[[api_keys]]` and `[server] api_key_header`.
+    pub api_keys: ApiKeys,
+}
+
+/// `[authorizers.NAME]`.
+#[derive(Debug)]
+pub struct Authorizer {
+    pub name: String,
+    /// `type = "jwt"` (the only built-in type).
+    pub jwt: JwtConfig,
+}
+
+/// A `type = "jwt"` authorizer.
+#[derive(Debug)]
+pub struct JwtConfig {
+    /// `issuer`: accepted `iss` values.
+    pub issuers: Vec<String>,
+    /// `audience`: accepted `aud` values (a token's `aud` must name one).
+    pub audiences: Vec<String>,
+    /// `jwks` (file or URL) or `secret`.
+    pub keys: JwtKeys,
+    /// `algorithms`: the allow-list.
+    pub algorithms: Vec<jsonwebtoken::Algorithm>,
+    /// `leeway`: clock skew allowed on `exp` and `nbf` (whole seconds).
+    pub leeway: Duration,
+    /// `token`: where the token is read from.
+    pub token: TokenSource,
+    /// `forward_claims`: claim name → header sent upstream.
+    pub forward_claims: Vec<(String, http::HeaderName)>,
+}
+
+/// Where a JWT authorizer's keys come from.
+#[derive(Debug)]
+pub enum JwtKeys {
+    /// A JWKS file read at validation, or a `secret` (one HMAC key).
+    Fixed(std::sync::Arc<crate::jwt::jwks::KeySet>),
+    /// A JWKS URL, fetched at start and refreshed.
+    Remote {
+        url: crate::jwt::jwks::JwksUrl,
+        /// `ca`: trust these CAs for the URL instead of the web roots.
+        ca: Option<Vec<CertificateDer<'static>>>,
+        /// `jwks_refresh`.
+        refresh: Duration,
+        /// `jwks_cooldown`.
+        cooldown: Duration,
+    },
+}
+
+/// `token = "header:NAME" | "cookie:NAME" | "query:NAME"`.
+#[derive(Debug, Clone)]
+pub enum TokenSource {
+    /// `Authorization: Bearer TOKEN` (the default, `"header:authorization"`).
+    Bearer(http::HeaderName),
+    /// Another header; its whole value is the token (a `Bearer ` prefix is allowed).
+    Header(http::HeaderName),
+    Cookie(String),
+    Query(String),
+}
+
+/// `[usage_plans.NAME]`.
+#[derive(Debug)]
+pub struct UsagePlan {
+    pub name: String,
+    /// The plan's limits on every route without an override.
+    pub limits: PlanLimits,
+    /// `routes."ROUTE"`: overrides by route index (each with its own counters).
+    pub routes: Vec<(usize, PlanLimits)>,
+}
+
+impl UsagePlan {
+    /// The limits on route `route`, and whether they are the route's own (an override).
+    pub fn limits_for(&self, route: usize) -> (&PlanLimits, bool) {
+        match self.routes.iter().find(|(index, _)| *index == route) {
+            Some((_, limits)) => (limits, true),
+            None => (&self.limits, false),
+        }
+    }
+}
+
+/// `rate`, `burst` and `quota` of a plan (or of one route in it).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PlanLimits {
+    /// `rate` + `burst`: a token bucket per key.
+    pub rate: Option<crate::state::Limit>,
+    /// `quota = { limit, period }`: requests per calendar period per key.
+    pub quota: Option<crate::state::Quota>,
+}
+
+/// `[[api_keys]]`.
+#[derive(Debug)]
+pub struct ApiKeys {
+    /// `[server] api_key_header`: where clients send their key.
+    pub header: http::HeaderName,
+    pub keys: Vec<ApiKey>,
+}
+
+/// One API key: its name and the SHA-256 digest of the key (the key itself is never kept).
+#[derive(Debug, Clone)]
+pub struct ApiKey {
+    pub name: String,
+    pub sha256: [u8; 32],
+    /// Index into [`Access::usage_plans`]; `None` = no limits.
+    pub plan: Option<usize>,
+}
+
+/// A route's access rules.
+#[derive(Debug, Default)]
+pub struct RouteAccess {
+    /// `authorizer`: index into [`Access::authorizers`].
+    pub authorizer: Option<usize>,
+    /// `scopes`: the token must carry at least one (empty = no scope check).
+    pub scopes: Vec<String>,
+    /// `api_key = true`.
+    pub api_key: bool,
+    /// `cors`, or `[server] cors` when the route has none.
+    pub cors: Option<std::sync::Arc<crate::cors::Cors>>,
+    /// `allow_cidrs` / `deny_cidrs` on the client address.
+    pub addresses: Option<AddressRules>,
+}
+
+/// `allow_cidrs` and `deny_cidrs`.
+#[derive(Debug, Default)]
+pub struct AddressRules {
+    /// When not empty, the client must be in one of these.
+    pub allow: Vec<IpNet>,
+    /// The client must be in none of these (wins over `allow`).
+    pub deny: Vec<IpNet>,
+}
+
+impl AddressRules {
+    /// Whether a client at `ip` may use the route.
+    pub fn admits(&self, ip: std::net::IpAddr) -> bool {
+        let ip = match ip {
+            std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, std::net::IpAddr::V4),
+            v4 => v4,
+        };
+        !self.deny.iter().any(|net| net.contains(&ip))
+            && (self.allow.is_empty() || self.allow.iter().any(|net| net.contains(&ip)))
+    }
 }

@@ -20,20 +20,10 @@ use super::keypath::{KeyPath, Segment};
 /// found here gets "not supported by this version of weir yet" instead of "unknown key".
 /// Remove an entry when its feature lands (and add the key to the raw type).
 pub const NOT_YET_SUPPORTED: &[(Table, &str)] = &[
-    (Table::Root, "state"),
     (Table::Root, "plugins"),
-    (Table::Root, "authorizers"),
-    (Table::Root, "usage_plans"),
-    (Table::Root, "api_keys"),
-    (Table::Route, "authorizer"),
     (Table::Route, "handler"),
     (Table::Route, "filters"),
-    (Table::Route, "cache"),
-    (Table::Route, "cors"),
-    (Table::Route, "throttle"),
     (Table::Route, "websocket"),
-    (Table::Route, "api_key"),
-    (Table::Route, "scopes"),
 ];
 
 /// The whole file.
@@ -43,6 +33,19 @@ pub struct RawConfig {
     pub server: RawServer,
     pub upstreams: BTreeMap<String, RawUpstream>,
     pub routes: Vec<RawRoute>,
+    pub state: Option<RawState>,
+    pub cache: Option<RawCacheLimits>,
+    pub log: RawLog,
+    pub authorizers: BTreeMap<String, RawAuthorizer>,
+    pub usage_plans: BTreeMap<String, RawUsagePlan>,
+    pub api_keys: Vec<RawApiKey>,
+}
+
+/// `[log]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, expecting = "a table")]
+pub struct RawLog {
+    pub access: Option<String>,
 }
 
 /// `[server]`.
@@ -51,6 +54,7 @@ pub struct RawConfig {
 pub struct RawServer {
     pub listen: Option<String>,
     pub admin: Option<String>,
+    pub admin_token: Option<String>,
     pub workers: Option<i64>,
     pub max_body: Option<RawSize>,
     pub request_timeout: Option<String>,
@@ -63,7 +67,10 @@ pub struct RawServer {
     pub trusted_proxies: Option<Vec<String>>,
     pub merge_slashes: Option<bool>,
     pub escaped_separators: Option<String>,
+    pub throttle: Option<RawThrottles>,
     pub tls: Option<RawTls>,
+    pub cors: Option<RawCors>,
+    pub api_key_header: Option<String>,
 }
 
 /// `[server.tls]`.
@@ -144,7 +151,88 @@ pub struct RawRoute {
     pub max_body: Option<RawSize>,
     pub upstream: Option<String>,
     pub mock: Option<RawMock>,
+    pub throttle: Option<RawThrottles>,
+    pub cache: Option<RawRouteCache>,
+    pub on_state_error: Option<String>,
+    pub authorizer: Option<String>,
+    pub scopes: Option<Vec<String>>,
+    pub api_key: Option<bool>,
+    pub cors: Option<RawCors>,
+    pub allow_cidrs: Option<Vec<String>>,
+    pub deny_cidrs: Option<Vec<String>>,
 }
+
+/// `[authorizers.NAME]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, expecting = "a table")]
+pub struct RawAuthorizer {
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    pub issuer: Option<RawStrings>,
+    pub audience: Option<RawStrings>,
+    pub jwks: Option<String>,
+    pub secret: Option<String>,
+    pub ca: Option<String>,
+    pub algorithms: Option<Vec<String>>,
+    pub leeway: Option<String>,
+    pub token: Option<String>,
+    pub forward_claims: Option<BTreeMap<String, String>>,
+    pub jwks_refresh: Option<String>,
+    pub jwks_cooldown: Option<String>,
+}
+
+/// `[usage_plans.NAME]`: the plan's limits, and per-route overrides.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, expecting = "a table")]
+pub struct RawUsagePlan {
+    pub rate: Option<f64>,
+    pub burst: Option<i64>,
+    pub quota: Option<RawQuota>,
+    pub routes: Option<BTreeMap<String, RawPlanLimits>>,
+}
+
+/// `[usage_plans.NAME.routes."ROUTE"]`: a plan's limits on one route.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, expecting = "a table")]
+pub struct RawPlanLimits {
+    pub rate: Option<f64>,
+    pub burst: Option<i64>,
+    pub quota: Option<RawQuota>,
+}
+
+/// `quota = { limit, period }`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, expecting = "a table")]
+pub struct RawQuota {
+    pub limit: Option<i64>,
+    pub period: Option<String>,
+}
+
+/// `[[api_keys]]`: one key (`name`, `key_sha256`) or a keys `file`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, expecting = "a table")]
+pub struct RawApiKey {
+    pub name: Option<String>,
+    pub key_sha256: Option<String>,
+    pub file: Option<String>,
+    pub plan: Option<String>,
+}
+
+/// `cors = { ... }` on a route or in `[server]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, expecting = "a table")]
+pub struct RawCors {
+    pub allow_origins: Option<Vec<String>>,
+    pub allow_methods: Option<Vec<String>>,
+    pub allow_headers: Option<Vec<String>>,
+    pub expose_headers: Option<Vec<String>>,
+    pub allow_credentials: Option<bool>,
+    pub max_age: Option<String>,
+}
+
+/// A string or a list of strings (`audience = "a"` or `audience = ["a", "b"]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawStrings(pub Vec<String>);
 
 /// `mock = { status, body, headers }`.
 #[derive(Debug, Default, Deserialize)]
@@ -153,6 +241,80 @@ pub struct RawMock {
     pub status: Option<i64>,
     pub body: Option<String>,
     pub headers: Option<BTreeMap<String, String>>,
+}
+
+/// `[state]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, expecting = "a table")]
+pub struct RawState {
+    pub backend: Option<String>,
+    pub url: Option<String>,
+    pub prefix: Option<String>,
+    pub timeout: Option<String>,
+    pub connect_timeout: Option<String>,
+    pub retry_interval: Option<String>,
+}
+
+/// `[cache]`: bounds of the in-memory response cache.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, expecting = "a table")]
+pub struct RawCacheLimits {
+    pub max_entries: Option<i64>,
+    pub max_bytes: Option<RawSize>,
+    pub max_entry: Option<RawSize>,
+}
+
+/// `throttle = { rate, burst, per_client, key }`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, expecting = "a table")]
+pub struct RawThrottle {
+    pub rate: Option<f64>,
+    pub burst: Option<i64>,
+    pub per_client: Option<bool>,
+    pub key: Option<String>,
+}
+
+/// `throttle`: one table, or an array of them (several buckets on one route).
+#[derive(Debug)]
+pub enum RawThrottles {
+    One(RawThrottle),
+    Many(Vec<RawThrottle>),
+}
+
+/// A route's `cache = { ttl, key, invalidate, max_entry }`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, expecting = "a table")]
+pub struct RawRouteCache {
+    pub ttl: Option<String>,
+    pub key: Option<Vec<String>>,
+    pub invalidate: Option<String>,
+    pub max_entry: Option<RawSize>,
+}
+
+impl<'de> Deserialize<'de> for RawThrottles {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ThrottlesVisitor;
+
+        impl<'de> Visitor<'de> for ThrottlesVisitor {
+            type Value = RawThrottles;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a table { rate, burst } or an array of them")
+            }
+
+            // Both go through the same access, so `serde_ignored` still sees unknown keys.
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<RawThrottles, A::Error> {
+                RawThrottle::deserialize(MapAccessDeserializer::new(map)).map(RawThrottles::One)
+            }
+
+            fn visit_seq<A: de::SeqAccess<'de>>(self, seq: A) -> Result<RawThrottles, A::Error> {
+                Vec::<RawThrottle>::deserialize(de::value::SeqAccessDeserializer::new(seq))
+                    .map(RawThrottles::Many)
+            }
+        }
+
+        deserializer.deserialize_any(ThrottlesVisitor)
+    }
 }
 
 /// A size: a string such as `"1MiB"`, or an integer number of bytes.
@@ -185,6 +347,34 @@ impl<'de> Deserialize<'de> for RawTarget {
         }
 
         deserializer.deserialize_any(TargetVisitor)
+    }
+}
+
+impl<'de> Deserialize<'de> for RawStrings {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct StringsVisitor;
+
+        impl<'de> Visitor<'de> for StringsVisitor {
+            type Value = RawStrings;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string or an array of strings")
+            }
+
+            fn visit_str<E: de::Error>(self, text: &str) -> Result<RawStrings, E> {
+                Ok(RawStrings(vec![text.to_owned()]))
+            }
+
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<RawStrings, A::Error> {
+                let mut items = Vec::new();
+                while let Some(item) = seq.next_element::<String>()? {
+                    items.push(item);
+                }
+                Ok(RawStrings(items))
+            }
+        }
+
+        deserializer.deserialize_any(StringsVisitor)
     }
 }
 
@@ -304,6 +494,17 @@ pub enum Table {
     Pool,
     Route,
     Mock,
+    State,
+    CacheLimits,
+    Throttle,
+    RouteCache,
+    Log,
+    Authorizer,
+    UsagePlan,
+    PlanLimits,
+    Quota,
+    ApiKey,
+    Cors,
 }
 
 impl Table {
@@ -314,6 +515,7 @@ impl Table {
         Some(match path.segments() {
             [] => Self::Root,
             [s] if key(s, "server") => Self::Server,
+            [l] if key(l, "log") => Self::Log,
             [s, t] if key(s, "server") && key(t, "tls") => Self::Tls,
             [s, t, n, Index(_)] if key(s, "server") && key(t, "tls") && key(n, "sni") => Self::Sni,
             [u, Key(_)] if key(u, "upstreams") => Self::Upstream,
@@ -321,7 +523,28 @@ impl Table {
             [u, Key(_), e] if key(u, "upstreams") && key(e, "eject") => Self::Eject,
             [u, Key(_), p] if key(u, "upstreams") && key(p, "pool") => Self::Pool,
             [r, Index(_)] if key(r, "routes") => Self::Route,
+            [s] if key(s, "state") => Self::State,
+            [c] if key(c, "cache") => Self::CacheLimits,
+            [s, t] | [s, t, Index(_)] if key(s, "server") && key(t, "throttle") => Self::Throttle,
+            [r, Index(_), t] | [r, Index(_), t, Index(_)]
+                if key(r, "routes") && key(t, "throttle") =>
+            {
+                Self::Throttle
+            }
+            [r, Index(_), c] if key(r, "routes") && key(c, "cache") => Self::RouteCache,
             [r, Index(_), m] if key(r, "routes") && key(m, "mock") => Self::Mock,
+            [r, Index(_), c] if key(r, "routes") && key(c, "cors") => Self::Cors,
+            [s, c] if key(s, "server") && key(c, "cors") => Self::Cors,
+            [a, Key(_)] if key(a, "authorizers") => Self::Authorizer,
+            [k, Index(_)] if key(k, "api_keys") => Self::ApiKey,
+            [p, Key(_)] if key(p, "usage_plans") => Self::UsagePlan,
+            [p, Key(_), q] if key(p, "usage_plans") && key(q, "quota") => Self::Quota,
+            [p, Key(_), r, Key(_)] if key(p, "usage_plans") && key(r, "routes") => Self::PlanLimits,
+            [p, Key(_), r, Key(_), q]
+                if key(p, "usage_plans") && key(r, "routes") && key(q, "quota") =>
+            {
+                Self::Quota
+            }
             _ => return None,
         })
     }
@@ -339,6 +562,17 @@ impl Table {
             Self::Pool => field_names::<RawPool>(),
             Self::Route => field_names::<RawRoute>(),
             Self::Mock => field_names::<RawMock>(),
+            Self::State => field_names::<RawState>(),
+            Self::CacheLimits => field_names::<RawCacheLimits>(),
+            Self::Throttle => field_names::<RawThrottle>(),
+            Self::RouteCache => field_names::<RawRouteCache>(),
+            Self::Log => field_names::<RawLog>(),
+            Self::Authorizer => field_names::<RawAuthorizer>(),
+            Self::UsagePlan => field_names::<RawUsagePlan>(),
+            Self::PlanLimits => field_names::<RawPlanLimits>(),
+            Self::Quota => field_names::<RawQuota>(),
+            Self::ApiKey => field_names::<RawApiKey>(),
+            Self::Cors => field_names::<RawCors>(),
         }
     }
 

@@ -197,15 +197,15 @@ fn a_misspelt_key_does_not_also_look_missing() {
 #[test]
 fn planned_keys_are_not_supported_yet() {
     let source = with_listen(
-        "[state]\nbackend = \"memory\"\n\
-         [[routes]]\npath = \"/\"\nmock = {}\nauthorizer = \"main\"\nthrottle = { rate = 1 }\n",
+        "[plugins.p]\npath = \"p.wasm\"\n\
+         [[routes]]\npath = \"/\"\nmock = {}\nfilters = []\nwebsocket = {}\n",
     );
     assert_eq!(
         errors(&source),
         [
-            "weir.toml:3:2: state: not supported by this version of weir yet",
-            "weir.toml:8:1: routes[0].authorizer: not supported by this version of weir yet",
-            "weir.toml:9:1: routes[0].throttle: not supported by this version of weir yet",
+            "weir.toml:3:2: plugins: not supported by this version of weir yet",
+            "weir.toml:8:1: routes[0].filters: not supported by this version of weir yet",
+            "weir.toml:9:1: routes[0].websocket: not supported by this version of weir yet",
         ]
     );
 }

@@ -26,11 +26,12 @@ use super::model::*;
 use super::names::{check_host_name, did_you_mean, did_you_mean_text, is_upstream_name, suggest};
 use super::pem;
 use super::raw::{
-    RawConfig, RawEject, RawMock, RawPool, RawRoute, RawServer, RawSize, RawSni, RawTarget, RawTls,
-    RawUpstream, Table,
+    RawConfig, RawEject, RawLog, RawMock, RawPool, RawRoute, RawServer, RawSize, RawSni, RawTarget,
+    RawTls, RawUpstream, Table,
 };
 use super::target_url::parse_target_url;
 use super::units::{parse_duration, parse_size};
+use crate::access_log::AccessLogTarget;
 use crate::path::{EscapedSeparators, PathOptions};
 
 /// The smallest `[server] max_header_bytes` accepted.
@@ -45,17 +46,22 @@ pub struct Validated {
     pub server: Server,
     pub upstreams: Vec<Upstream>,
     pub routes: Vec<Route>,
+    pub log: Log,
+    pub traffic: Traffic,
+    pub access: Access,
 }
 
 /// Validates `raw`, reporting every problem to `report`. The result is only meaningful
 /// when `report` has no errors. Relative file names resolve against `base_dir`.
 pub fn validate(
-    raw: RawConfig,
+    mut raw: RawConfig,
     document: &Document<'_>,
     report: &mut Report<'_>,
     base_dir: &Path,
 ) -> Validated {
+    let raw_access = super::access::RawAccess::take(&mut raw);
     let mut v = Validator { report, base_dir };
+    let traffic = super::traffic::traffic(v.report, raw.state, raw.cache);
     let server = v.server(raw.server);
 
     // Upstreams in file order (the raw map is sorted by name).
@@ -69,18 +75,23 @@ pub fn validate(
 
     let routes_path = KeyPath::root().key("routes");
     let upstream_names: Vec<&str> = upstreams.iter().map(|u| u.name.as_str()).collect();
-    let routes: Vec<Route> = raw
+    let mut routes: Vec<Route> = raw
         .routes
         .into_iter()
         .enumerate()
         .map(|(i, raw)| v.route(&routes_path.index(i), raw, &upstream_names))
         .collect();
     v.unique_route_names(&routes_path, &routes);
+    let log = v.log(raw.log);
+    let access = super::access::access(v.report, document, base_dir, raw_access, &mut routes);
 
     Validated {
         server,
         upstreams,
         routes,
+        log,
+        traffic,
+        access,
     }
 }
 
@@ -121,6 +132,24 @@ struct Validator<'r, 'd> {
 }
 
 impl Validator<'_, '_> {
+    // ---- [log] ----
+
+    fn log(&mut self, raw: RawLog) -> Log {
+        let access = match raw.access.as_deref() {
+            None | Some("stdout") => AccessLogTarget::Stdout,
+            Some("off") => AccessLogTarget::Off,
+            Some("") => {
+                self.report.at(
+                    &KeyPath::root().key("log").key("access"),
+                    "expected \"stdout\", \"off\" or a file path",
+                );
+                AccessLogTarget::Stdout
+            }
+            Some(path) => AccessLogTarget::File(self.base_dir.join(path)),
+        };
+        Log { access }
+    }
+
     // ---- [server] ----
 
     fn server(&mut self, raw: RawServer) -> Server {
@@ -175,9 +204,27 @@ impl Validator<'_, '_> {
             );
         }
 
+        let admin_token = raw.admin_token.filter(|token| {
+            let ok = !token.is_empty();
+            if !ok {
+                self.report.at(
+                    &path.key("admin_token"),
+                    "expected a non-empty token (e.g. \"${env:WEIR_ADMIN_TOKEN}\")",
+                );
+            }
+            ok
+        });
+        if admin_token.is_some() && admin.is_none() {
+            self.report.at(
+                &path.key("admin_token"),
+                "`admin_token` needs an admin listener: set `server.admin`",
+            );
+        }
+
         Server {
             listen,
             admin,
+            admin_token,
             tls,
             workers: raw
                 .workers
@@ -240,6 +287,7 @@ impl Validator<'_, '_> {
                     PathOptions::default().escaped_separators,
                 ),
             },
+            throttle: super::traffic::throttles(self.report, &path.key("throttle"), raw.throttle),
         }
     }
 
@@ -554,6 +602,13 @@ impl Validator<'_, '_> {
         let name = raw
             .name
             .unwrap_or_else(|| default_route_name(methods.as_deref(), &route_path, &hosts));
+        let traffic = super::traffic::route(
+            self.report,
+            path,
+            raw.throttle,
+            raw.cache,
+            raw.on_state_error,
+        );
         Route {
             name,
             methods,
@@ -561,6 +616,8 @@ impl Validator<'_, '_> {
             hosts,
             max_body,
             integration,
+            traffic,
+            access: RouteAccess::default(),
         }
     }
 

@@ -1,0 +1,216 @@
+//! State in a real `redis-server` (started by the harness): two `weir` processes share
+//! one token bucket and one cache; Redis killed mid-test → each route's fallback, no
+//! panic, and recovery once it is back.
+
+use std::time::{Duration, Instant};
+
+use crate::harness::{TestGateway, TestRedis, TestUpstream, client};
+
+fn config(redis: &TestRedis, backend: &TestUpstream, prefix: &str) -> String {
+    format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+admin = "127.0.0.1:0"
+
+[state]
+backend = "redis"
+url = "{}"
+prefix = "{prefix}"
+timeout = "100ms"
+connect_timeout = "100ms"
+retry_interval = "200ms"
+
+[upstreams.app]
+targets = ["{}"]
+
+[[routes]]
+path = "/limited"
+throttle = {{ rate = 0.01, burst = 4 }}
+mock = {{ body = "ok" }}
+
+[[routes]]
+path = "/local"
+throttle = {{ rate = 0.01, burst = 2 }}
+mock = {{ body = "ok" }}
+
+[[routes]]
+path = "/open"
+throttle = {{ rate = 0.01, burst = 1 }}
+on_state_error = "open"
+mock = {{ body = "ok" }}
+
+[[routes]]
+path = "/closed"
+throttle = {{ rate = 1000, burst = 1000 }}
+on_state_error = "closed"
+mock = {{ body = "ok" }}
+
+[[routes]]
+name = "cached"
+path = "/cached/{{id}}"
+cache = {{ ttl = "60s" }}
+upstream = "app"
+"#,
+        redis.url(),
+        backend.url()
+    )
+}
+
+async fn status(gateway: &TestGateway, path: &str) -> u16 {
+    client()
+        .get(gateway.url(path))
+        .send()
+        .await
+        .expect("send")
+        .status()
+        .as_u16()
+}
+
+async fn x_cache(gateway: &TestGateway, path: &str) -> (String, String) {
+    let response = client().get(gateway.url(path)).send().await.expect("send");
+    assert_eq!(response.status(), 200);
+    let x_cache = response.headers()["x-cache"]
+        .to_str()
+        .expect("ascii")
+        .to_owned();
+    (x_cache, response.text().await.expect("body"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_gateways_share_one_bucket_and_one_cache() {
+    let redis = TestRedis::start();
+    let backend = TestUpstream::named().await;
+    let text = config(&redis, &backend, "shared:");
+    let (a, b) = (TestGateway::start(&text), TestGateway::start(&text));
+
+    // One bucket of 4 across both: whichever gateway is asked, the fifth is refused.
+    let mut statuses = Vec::new();
+    for i in 0..6 {
+        let gateway = if i % 2 == 0 { &a } else { &b };
+        statuses.push(status(gateway, "/limited").await);
+    }
+    assert_eq!(statuses, [200, 200, 200, 200, 429, 429]);
+
+    // One cache: filled through one gateway, served by the other.
+    assert_eq!(x_cache(&a, "/cached/1").await.0, "miss");
+    assert_eq!(x_cache(&b, "/cached/1").await.0, "hit");
+    assert_eq!(backend.count(), 1);
+    assert!(
+        redis
+            .cli(&["--scan", "--pattern", "shared:cache:*"])
+            .contains("GET /cached/1")
+    );
+
+    // A purge on one gateway empties the shared cache for both.
+    let purged: serde_json::Value = client()
+        .post(a.admin_url("/cache/purge?route=cached"))
+        .send()
+        .await
+        .expect("purge")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(purged["purged"], 1);
+    assert_eq!(x_cache(&b, "/cached/1").await.0, "miss");
+    assert_eq!(backend.count(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_outage_applies_each_routes_choice_and_recovers() {
+    let mut redis = TestRedis::start();
+    let backend = TestUpstream::named().await;
+    let gateway = TestGateway::start(&config(&redis, &backend, "outage:"));
+
+    // Healthy: the cache is shared through Redis.
+    assert_eq!(x_cache(&gateway, "/cached/1").await.0, "miss");
+    assert_eq!(x_cache(&gateway, "/cached/1").await.0, "hit");
+    assert_eq!(status(&gateway, "/closed").await, 200);
+
+    redis.stop();
+    let started = Instant::now();
+    // closed: refused with 503 while the limit cannot be checked.
+    assert_eq!(status(&gateway, "/closed").await, 503);
+    // open: always allowed, even past the burst of 1.
+    for _ in 0..3 {
+        assert_eq!(status(&gateway, "/open").await, 200);
+    }
+    // local (the default for limits): this gateway's own bucket of 2.
+    assert_eq!(status(&gateway, "/local").await, 200);
+    assert_eq!(status(&gateway, "/local").await, 200);
+    assert_eq!(status(&gateway, "/local").await, 429);
+    // The cache is bypassed: the backend answers.
+    let seen = backend.count();
+    assert_eq!(x_cache(&gateway, "/cached/1").await.0, "miss");
+    assert_eq!(x_cache(&gateway, "/cached/1").await.0, "miss");
+    assert_eq!(backend.count(), seen + 2);
+    // Degraded answers are fast: no request waited on the dead server for long.
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+
+    let state: serde_json::Value = client()
+        .get(gateway.admin_url("/state"))
+        .send()
+        .await
+        .expect("state")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(state["backend"], "redis");
+    assert_eq!(state["healthy"], false);
+    assert!(state["degraded"]["limit"].as_u64().expect("count") >= 6);
+    assert!(state["degraded"]["cache"].as_u64().expect("count") >= 2);
+    assert!(
+        gateway
+            .logs()
+            .iter()
+            .any(|l| l.contains("degraded decision")),
+        "degraded decisions are logged"
+    );
+
+    // Redis returns: the gateway recovers by itself.
+    redis.start_again();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while status(&gateway, "/closed").await != 200 {
+        assert!(
+            Instant::now() < deadline,
+            "no recovery after Redis came back"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(x_cache(&gateway, "/cached/2").await.0, "miss");
+    assert_eq!(x_cache(&gateway, "/cached/2").await.0, "hit");
+    assert!(
+        gateway
+            .logs()
+            .iter()
+            .any(|l| l.contains("state backend recovered"))
+    );
+    let state: serde_json::Value = client()
+        .get(gateway.admin_url("/state"))
+        .send()
+        .await
+        .expect("state")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(state["healthy"], true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_starts_while_redis_is_down_and_connects_when_it_comes() {
+    let mut redis = TestRedis::start();
+    redis.stop();
+    let backend = TestUpstream::named().await;
+    let gateway = TestGateway::start(&config(&redis, &backend, "late:"));
+    assert_eq!(status(&gateway, "/closed").await, 503);
+    redis.start_again();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while status(&gateway, "/closed").await != 200 {
+        assert!(Instant::now() < deadline, "never connected");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
