@@ -42,6 +42,10 @@ Weir is serving on http://$GATEWAY (admin on http://$ADMIN). Try:
   curl -i http://$GATEWAY/nowhere         # 404, JSON error with a request id
   curl -i -X DELETE http://$GATEWAY/users # 405 with Allow
   curl -i http://$GATEWAY/users/%2e%2e/x  # 400: ambiguous path encodings are refused
+  curl -i http://$GATEWAY/echo/secure     # 403: this route needs an API key
+  curl -i -H 'x-api-key: weir-demo-key' http://$GATEWAY/echo/secure
+                                          # 200 with RateLimit-* headers (demo plan: 1/s, bursts of 3; a 4th
+                                          # request within a second gets 429 with Retry-After)
   curl -i http://$ADMIN/healthz           # admin listener
   target/debug/weir routes -c examples/quickstart/weir.toml
 

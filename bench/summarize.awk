@@ -57,12 +57,46 @@ mode == "row" {
     if ($16 != "ok" || $15 + 0 > quiet_max + 0) rep_clean[key] = 0
     if ($16 == "failed" || $16 == "errors") rep_failed[key] = 1
     at[key, $3] = n
+    if (!($3 in seen_target)) seen_target[$3] = 1
+}
+
+# Prints the ratios A/B per counted repetition of `layout`: median [min - max]; with
+# `verdict`, whether they meet the issue's targets (req/s >= 1, p99 <= 1.2).
+function ratios(layout, A, B, verdict,    u, a, m, ra, rb, q_rps, q_p50, q_p99, q_cpu, r1, r2) {
+    m = 0
+    for (u = 1; u <= used; u++) {
+        a = use[u]
+        if (!((layout SUBSEP a SUBSEP A) in at) || !((layout SUBSEP a SUBSEP B) in at)) continue
+        get(at[layout, a, B], rb)
+        get(at[layout, a, A], ra)
+        if (rps(rb) == 0 || rb[6] == 0 || rb[7] == 0 || per_req(rb[8], rb) == 0) continue
+        m++
+        q_rps[m] = rps(ra) / rps(rb)
+        q_p50[m] = ra[6] / rb[6]
+        q_p99[m] = ra[7] / rb[7]
+        q_cpu[m] = per_req(ra[8], ra) / per_req(rb[8], rb)
+    }
+    print ""
+    printf "%s/%s, median [min - max] over %d repetition(s):\n", A, B, m
+    printf "  req/s                 %s\n", spread(q_rps, m, "%.3f")
+    printf "  p50 latency           %s\n", spread(q_p50, m, "%.3f")
+    printf "  p99 latency           %s\n", spread(q_p99, m, "%.3f")
+    printf "  proxy CPU-us/request  %s\n", spread(q_cpu, m, "%.3f")
+    if (verdict && m > 0) {
+        r1 = median(q_rps, m); r2 = median(q_p99, m)
+        printf "targets (%s): req/s >= nginx: %s (%.3f); p99 <= 1.2 x nginx: %s (%.3f)%s\n", A,
+            (r1 >= 1.0) ? "MET" : "NOT MET", r1, (r2 <= 1.2) ? "MET" : "NOT MET", r2,
+            (caveat != "") ? " [contended]" : ""
+    }
 }
 
 function get(n, r,    i) { for (i = 1; i <= 19; i++) r[i] = cell[n, i] }
 
 END {
     if (mode == "row") exit
+    ntargets = 0
+    split("direct nginx weir cand", known, " ")
+    for (t = 1; t <= 4; t++) if (known[t] in seen_target) targets[++ntargets] = known[t]
     for (L = 1; L <= nlayouts; L++) {
         layout = layouts[L]
         if (layout == "pinned")
@@ -72,8 +106,8 @@ END {
         print header()
         for (k = 1; k <= nreps[layout]; k++) {
             a = reps[layout, k]
-            for (t = 1; t <= 3; t++) {
-                tg = (t == 1) ? "direct" : (t == 2) ? "nginx" : "weir"
+            for (t = 1; t <= ntargets; t++) {
+                tg = targets[t]
                 if ((layout SUBSEP a SUBSEP tg) in at) {
                     get(at[layout, a, tg], r)
                     print row_line(layout, 0, r)
@@ -99,8 +133,8 @@ END {
         if (caveat != "") print caveat
         printf "%-8s %9s %7s %7s %10s %10s %10s %10s\n", "target", "req/s", "p50 us", "p99 us", "proxy", "backend", "proxy", "proxy"
         printf "%-8s %9s %7s %7s %10s %10s %10s %10s\n", "", "", "", "", "cpu-us/req", "cpu-us/req", "user", "system"
-        for (t = 1; t <= 3; t++) {
-            tg = (t == 1) ? "direct" : (t == 2) ? "nginx" : "weir"
+        for (t = 1; t <= ntargets; t++) {
+            tg = targets[t]
             m = 0
             for (u = 1; u <= used; u++) {
                 if (!((layout SUBSEP use[u] SUBSEP tg) in at)) continue
@@ -119,30 +153,10 @@ END {
                 (tg == "direct" || r[19] == "") ? "-" : sprintf("%.2f", median(v_ps, m))
         }
         # Ratios per repetition, then their median and spread.
-        m = 0
-        for (u = 1; u <= used; u++) {
-            a = use[u]
-            if (!((layout SUBSEP a SUBSEP "nginx") in at) || !((layout SUBSEP a SUBSEP "weir") in at)) continue
-            get(at[layout, a, "nginx"], ng)
-            get(at[layout, a, "weir"], wr)
-            if (rps(ng) == 0 || ng[6] == 0 || ng[7] == 0 || per_req(ng[8], ng) == 0) continue
-            m++
-            q_rps[m] = rps(wr) / rps(ng)
-            q_p50[m] = wr[6] / ng[6]
-            q_p99[m] = wr[7] / ng[7]
-            q_cpu[m] = per_req(wr[8], wr) / per_req(ng[8], ng)
-        }
-        print ""
-        printf "weir/nginx, median [min - max] over %d repetition(s):\n", m
-        printf "  req/s                 %s\n", spread(q_rps, m, "%.3f")
-        printf "  p50 latency           %s\n", spread(q_p50, m, "%.3f")
-        printf "  p99 latency           %s\n", spread(q_p99, m, "%.3f")
-        printf "  proxy CPU-us/request  %s\n", spread(q_cpu, m, "%.3f")
-        if (m > 0) {
-            r1 = median(q_rps, m); r2 = median(q_p99, m)
-            printf "targets: req/s >= nginx: %s (%.3f); p99 <= 1.2 x nginx: %s (%.3f)%s\n",
-                (r1 >= 1.0) ? "MET" : "NOT MET", r1, (r2 <= 1.2) ? "MET" : "NOT MET", r2,
-                (caveat != "") ? " [contended]" : ""
+        ratios(layout, "weir", "nginx", 1)
+        if ("cand" in seen_target) {
+            ratios(layout, "cand", "nginx", 1)
+            ratios(layout, "cand", "weir", 0)
         }
         print ""
         delete use

@@ -82,7 +82,7 @@ async fn route(method: &Method, path: &str, shared: &Arc<Shared>, id: &str) -> R
         },
         (&Method::GET, "/config") => json(
             StatusCode::OK,
-            &effective_config(&shared.gateway().config()),
+            &effective_config(shared.gateway().config()),
         ),
         (_, "/healthz" | "/readyz" | "/metrics" | "/config") => not_allowed("GET", id),
         (_, "/reload") => not_allowed("POST", id),
@@ -213,8 +213,13 @@ pub fn effective_config(config: &Config) -> Value {
                     "upstream": config.upstreams.get(*i).map(|u| u.name.as_str())
                 }),
                 Integration::Mock(m) => json!({ "mock": { "status": m.status.as_u16() } }),
-                #[allow(unreachable_patterns)]
-                _ => json!({}),
+                Integration::Handler(h) => json!({
+                    "handler": {
+                        "plugin": config.plugins.get(h.plugin).map(|p| p.name.as_str()),
+                        "body": h.body,
+                        "max_body": h.max_body,
+                    }
+                }),
             };
             json!({
                 "name": r.name,

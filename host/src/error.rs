@@ -119,6 +119,14 @@ pub enum GatewayError {
     /// An API key that is not one of ours (`403`).
     #[error("unknown api key")]
     ApiKeyInvalid,
+    /// A Wasm plugin call failed (trap, deadline, memory, bad output, busy). The guest's
+    /// own words stay in the log.
+    #[error("plugin {plugin}: {error}")]
+    Plugin {
+        phase: Phase,
+        plugin: std::sync::Arc<str>,
+        error: crate::plugin::PluginError,
+    },
 }
 
 /// `WWW-Authenticate` when no token was sent (RFC 6750 §3).
@@ -152,6 +160,11 @@ impl GatewayError {
             | GatewayError::AddressDenied(_)
             | GatewayError::ApiKeyMissing
             | GatewayError::ApiKeyInvalid => StatusCode::FORBIDDEN,
+            GatewayError::Plugin { error, .. } => match error {
+                crate::plugin::PluginError::Busy => StatusCode::SERVICE_UNAVAILABLE,
+                crate::plugin::PluginError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+                _ => StatusCode::BAD_GATEWAY,
+            },
             GatewayError::AuthorizerUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             GatewayError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             GatewayError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
@@ -183,6 +196,7 @@ impl GatewayError {
             | GatewayError::AuthorizerUnavailable(_)
             | GatewayError::AddressDenied(_) => Phase::Authorize,
             GatewayError::ApiKeyMissing | GatewayError::ApiKeyInvalid => Phase::ApiKey,
+            GatewayError::Plugin { phase, .. } => *phase,
             GatewayError::BodyTooLarge { .. }
             | GatewayError::ClientBody(_)
             | GatewayError::RequestTimeout(_)
@@ -211,6 +225,7 @@ impl GatewayError {
             | GatewayError::AddressDenied(_)
             | GatewayError::ApiKeyMissing
             | GatewayError::ApiKeyInvalid => Side::Downstream,
+            GatewayError::Plugin { .. } => Side::Upstream,
             GatewayError::AuthorizerUnavailable(_) => Side::Upstream,
             GatewayError::NoHealthyTarget { .. }
             | GatewayError::UpstreamConnect { .. }
@@ -240,6 +255,7 @@ impl GatewayError {
             GatewayError::AddressDenied(_) => "address_denied",
             GatewayError::ApiKeyMissing => "api_key_missing",
             GatewayError::ApiKeyInvalid => "api_key_invalid",
+            GatewayError::Plugin { error, .. } => error.reason(),
             GatewayError::RequestTimeout(_) => "request_timeout",
             GatewayError::NoHealthyTarget { .. } => "no_healthy_target",
             GatewayError::UpstreamConnect { .. } => "upstream_connect",
@@ -278,6 +294,11 @@ impl GatewayError {
             GatewayError::AddressDenied(_) => "client address not allowed",
             GatewayError::ApiKeyMissing => "api key required",
             GatewayError::ApiKeyInvalid => "invalid api key",
+            GatewayError::Plugin { error, .. } => match error {
+                crate::plugin::PluginError::Busy => "plugin busy, try again",
+                crate::plugin::PluginError::Timeout(_) => "plugin timed out",
+                _ => "plugin failed",
+            },
             GatewayError::RequestTimeout(_) => "request timed out",
             GatewayError::NoHealthyTarget { .. } => "no healthy upstream available",
             GatewayError::UpstreamConnect { .. } => "upstream unreachable",

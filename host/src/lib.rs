@@ -21,6 +21,7 @@ pub mod metrics;
 pub mod mock;
 pub mod path;
 pub mod pipeline;
+pub mod plugin;
 pub mod router;
 pub mod server;
 pub mod state;

@@ -224,6 +224,10 @@ fn routes(path: &Path) -> anyhow::Result<ExitCode> {
             let integration = match &route.integration {
                 Integration::Upstream(u) => format!("upstream {}", config.upstreams[*u].name),
                 Integration::Mock(m) => format!("mock {}", m.status.as_u16()),
+                Integration::Handler(h) => format!(
+                    "handler {}",
+                    config.plugins.get(h.plugin).map_or("?", |p| p.name.as_str())
+                ),
             };
             [
                 route.name.clone(),

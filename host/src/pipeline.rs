@@ -35,6 +35,7 @@ use crate::jwt::{AuthError, JwtAuthorizer};
 use crate::metrics::{Metrics, NO_ROUTE, RouteMetrics};
 use crate::mock;
 use crate::path::{self, CanonicalPath};
+use crate::plugin::{self, Plugins};
 use crate::router::{self, Params};
 use crate::state::{CacheBounds, Decision, State, StateError};
 use crate::throttle::{self, Throttles};
@@ -70,6 +71,12 @@ pub enum BuildError {
         #[source]
         source: TlsError,
     },
+    #[error("plugins.{plugin}: {source}")]
+    Plugin {
+        plugin: String,
+        #[source]
+        source: plugin::LoadError,
+    },
     #[error("log.access: cannot open {path}: {source}")]
     AccessLog {
         path: String,
@@ -99,6 +106,8 @@ pub struct Gateway {
     authorizers: Vec<JwtAuthorizer>,
     /// `[[api_keys]]` and their usage plans.
     api_keys: ApiKeyTable,
+    /// `[plugins]`, compiled and linked, same order as `config.plugins`.
+    plugins: Plugins,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -257,7 +266,10 @@ impl Gateway {
             })
             .collect::<Result<_, _>>()?;
         let api_keys = ApiKeyTable::new(&config.access, apikey::system_clock());
+        let plugins = Plugins::build(&config)
+            .map_err(|(plugin, source)| BuildError::Plugin { plugin, source })?;
         Ok(Gateway {
+            plugins,
             state,
             throttles,
             cache,
@@ -614,7 +626,52 @@ impl Gateway {
                 };
                 self.proxy(request, routed, conn, upstream, exchange).await
             }
+            Integration::Handler(use_) => self.handler(request, routed, use_, exchange).await,
         }
+    }
+
+    /// The `handler` integration: a Wasm plugin answers, in a fresh instance. The body is
+    /// buffered for it only when its use says `body = true`.
+    async fn handler(
+        &self,
+        request: Request<Body>,
+        routed: &Routed<'_>,
+        use_: &crate::config::PluginUse,
+        exchange: &Exchange,
+    ) -> Result<Response<Body>, GatewayError> {
+        let Some(plugin) = self.plugins.get(use_.plugin) else {
+            return Err(GatewayError::NoRoute);
+        };
+        let (parts, body) = request.into_parts();
+        let body = if use_.body {
+            let limit = use_
+                .max_body
+                .or(routed.route.max_body)
+                .unwrap_or(self.config.server.max_body);
+            Some(buffer_body(&parts.headers, body, limit).await?)
+        } else {
+            None
+        };
+        let wit_request = plugin::convert::request(
+            &parts,
+            routed.path.as_str(),
+            &routed.params,
+            exchange.client,
+            body,
+        );
+        let call = plugin::CallInfo {
+            plugin: plugin.name().clone(),
+            request_id: Arc::from(exchange.request_id.to_str().unwrap_or("")),
+            config: use_.config.clone(),
+            state: self.state.clone(),
+        };
+        let failed = |error| GatewayError::Plugin {
+            phase: crate::error::Phase::Integrate,
+            plugin: plugin.name().clone(),
+            error,
+        };
+        let response = plugin.handle(call, wit_request).await.map_err(failed)?;
+        plugin::convert::response(response).map_err(failed)
     }
 
     /// The upstream integration: headers for the upstream, body limit, forward, and the
@@ -675,6 +732,37 @@ impl Gateway {
         headers::strip_hop_by_hop(response.headers_mut());
         Ok(response)
     }
+}
+
+/// Reads a whole request body of at most `limit` bytes (`413` past it, before reading
+/// when `Content-Length` says so).
+async fn buffer_body(
+    headers: &HeaderMap,
+    mut body: Body,
+    limit: u64,
+) -> Result<bytes::Bytes, GatewayError> {
+    let declared = headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limit) {
+        return Err(GatewayError::BodyTooLarge { limit });
+    }
+    body.set_limit(limit);
+    let bytes = http_body_util::BodyExt::collect(body)
+        .await
+        .map_err(|error| {
+            if crate::body::is_body_too_large(&*error) {
+                GatewayError::BodyTooLarge { limit }
+            } else {
+                GatewayError::ClientBody(error.to_string())
+            }
+        })?
+        .to_bytes();
+    if bytes.len() as u64 > limit {
+        return Err(GatewayError::BodyTooLarge { limit });
+    }
+    Ok(bytes)
 }
 
 /// The request's host, lower-case and without port: the URI authority (HTTP/2,

@@ -72,6 +72,22 @@ async fn quickstart_serves_mock_proxied_and_not_found() {
         .expect("send");
     assert_eq!(missing.status(), 404);
 
+    // The secured route: no key, then the demo key printed by quickstart.sh.
+    let refused = http
+        .get(gateway.url("/echo/secure"))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(refused.status(), 403);
+    let secured = http
+        .get(gateway.url("/echo/secure"))
+        .header("x-api-key", "weir-demo-key")
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(secured.status(), 200);
+    assert_eq!(secured.headers()["ratelimit-limit"], "3");
+
     let health = http
         .get(gateway.admin_url("/healthz"))
         .send()

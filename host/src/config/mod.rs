@@ -21,6 +21,7 @@ mod keypath;
 pub mod model;
 mod names;
 mod pem;
+pub mod plugins;
 mod raw;
 mod target_url;
 pub mod traffic;
@@ -145,5 +146,6 @@ pub fn parse(
         log: validated.log,
         traffic: validated.traffic,
         access: validated.access,
+        plugins: validated.plugins,
     })
 }

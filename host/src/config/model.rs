@@ -14,6 +14,7 @@ use http::{HeaderMap, Method, StatusCode};
 use ipnet::IpNet;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
+pub use super::plugins::{Plugin, PluginLimits, PluginUse};
 pub use super::traffic::{
     CacheKeyPart, CacheLimits, Invalidate, RouteCache, RouteTraffic, Throttle, ThrottleKey, Traffic,
 };
@@ -72,6 +73,8 @@ pub struct Config {
     pub traffic: Traffic,
     /// `[authorizers]`, `[usage_plans]`, `[[api_keys]]`.
     pub access: Access,
+    /// `[plugins.NAME]`, in file order; plugin uses refer to them by index.
+    pub plugins: Vec<Plugin>,
 }
 
 /// `[log]`.
@@ -248,6 +251,8 @@ pub enum Integration {
     Upstream(usize),
     /// `mock = { status, headers, body }`.
     Mock(Mock),
+    /// `handler = { plugin, config, body, max_body }`: a Wasm plugin answers.
+    Handler(PluginUse),
 }
 
 /// `mock = { status = 200, body = "...", headers = { ... } }`.

@@ -20,8 +20,6 @@ use super::keypath::{KeyPath, Segment};
 /// found here gets "not supported by this version of weir yet" instead of "unknown key".
 /// Remove an entry when its feature lands (and add the key to the raw type).
 pub const NOT_YET_SUPPORTED: &[(Table, &str)] = &[
-    (Table::Root, "plugins"),
-    (Table::Route, "handler"),
     (Table::Route, "filters"),
     (Table::Route, "websocket"),
 ];
@@ -39,6 +37,36 @@ pub struct RawConfig {
     pub authorizers: BTreeMap<String, RawAuthorizer>,
     pub usage_plans: BTreeMap<String, RawUsagePlan>,
     pub api_keys: Vec<RawApiKey>,
+    pub plugins: BTreeMap<String, RawPlugin>,
+}
+
+/// `[plugins.NAME]`: a WebAssembly component routes may use.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, expecting = "a table")]
+pub struct RawPlugin {
+    pub path: Option<String>,
+    pub sha256: Option<String>,
+    pub limits: Option<RawPluginLimits>,
+}
+
+/// `[plugins.NAME] limits = { memory, timeout, concurrency }`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, expecting = "a table")]
+pub struct RawPluginLimits {
+    pub memory: Option<RawSize>,
+    pub timeout: Option<String>,
+    pub concurrency: Option<i64>,
+}
+
+/// A use of a plugin on a route: `handler = { plugin, config, body, max_body }`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, expecting = "a table")]
+pub struct RawPluginUse {
+    pub plugin: Option<String>,
+    /// Free-form: handed to the plugin as JSON, never checked by the gateway.
+    pub config: Option<serde_json::Map<String, serde_json::Value>>,
+    pub body: Option<bool>,
+    pub max_body: Option<RawSize>,
 }
 
 /// `[log]`.
@@ -151,6 +179,7 @@ pub struct RawRoute {
     pub max_body: Option<RawSize>,
     pub upstream: Option<String>,
     pub mock: Option<RawMock>,
+    pub handler: Option<RawPluginUse>,
     pub throttle: Option<RawThrottles>,
     pub cache: Option<RawRouteCache>,
     pub on_state_error: Option<String>,
@@ -505,6 +534,9 @@ pub enum Table {
     Quota,
     ApiKey,
     Cors,
+    Plugin,
+    PluginLimits,
+    PluginUse,
 }
 
 impl Table {
@@ -538,6 +570,9 @@ impl Table {
             [a, Key(_)] if key(a, "authorizers") => Self::Authorizer,
             [k, Index(_)] if key(k, "api_keys") => Self::ApiKey,
             [p, Key(_)] if key(p, "usage_plans") => Self::UsagePlan,
+            [p, Key(_)] if key(p, "plugins") => Self::Plugin,
+            [p, Key(_), l] if key(p, "plugins") && key(l, "limits") => Self::PluginLimits,
+            [r, Index(_), h] if key(r, "routes") && key(h, "handler") => Self::PluginUse,
             [p, Key(_), q] if key(p, "usage_plans") && key(q, "quota") => Self::Quota,
             [p, Key(_), r, Key(_)] if key(p, "usage_plans") && key(r, "routes") => Self::PlanLimits,
             [p, Key(_), r, Key(_), q]
@@ -573,6 +608,9 @@ impl Table {
             Self::Quota => field_names::<RawQuota>(),
             Self::ApiKey => field_names::<RawApiKey>(),
             Self::Cors => field_names::<RawCors>(),
+            Self::Plugin => field_names::<RawPlugin>(),
+            Self::PluginLimits => field_names::<RawPluginLimits>(),
+            Self::PluginUse => field_names::<RawPluginUse>(),
         }
     }
 

@@ -26,8 +26,8 @@ use super::model::*;
 use super::names::{check_host_name, did_you_mean, did_you_mean_text, is_upstream_name, suggest};
 use super::pem;
 use super::raw::{
-    RawConfig, RawEject, RawLog, RawMock, RawPool, RawRoute, RawServer, RawSize, RawSni, RawTarget,
-    RawTls, RawUpstream, Table,
+    RawConfig, RawEject, RawLog, RawMock, RawPluginUse, RawPool, RawRoute, RawServer, RawSize,
+    RawSni, RawTarget, RawTls, RawUpstream, Table,
 };
 use super::target_url::parse_target_url;
 use super::units::{parse_duration, parse_size};
@@ -49,6 +49,7 @@ pub struct Validated {
     pub log: Log,
     pub traffic: Traffic,
     pub access: Access,
+    pub plugins: Vec<Plugin>,
 }
 
 /// Validates `raw`, reporting every problem to `report`. The result is only meaningful
@@ -73,13 +74,20 @@ pub fn validate(
         .map(|(name, raw)| v.upstream(&upstreams_path.key(&name), name, raw))
         .collect();
 
+    let plugins = super::plugins::plugins(v.report, document, base_dir, raw.plugins);
+    let plugin_names: Vec<&str> = plugins.iter().map(|p| p.name.as_str()).collect();
+
     let routes_path = KeyPath::root().key("routes");
     let upstream_names: Vec<&str> = upstreams.iter().map(|u| u.name.as_str()).collect();
+    let names = Names {
+        upstreams: &upstream_names,
+        plugins: &plugin_names,
+    };
     let mut routes: Vec<Route> = raw
         .routes
         .into_iter()
         .enumerate()
-        .map(|(i, raw)| v.route(&routes_path.index(i), raw, &upstream_names))
+        .map(|(i, raw)| v.route(&routes_path.index(i), raw, &names))
         .collect();
     v.unique_route_names(&routes_path, &routes);
     let log = v.log(raw.log);
@@ -92,7 +100,14 @@ pub fn validate(
         log,
         traffic,
         access,
+        plugins,
     }
+}
+
+/// What routes may refer to by name.
+struct Names<'a> {
+    upstreams: &'a [&'a str],
+    plugins: &'a [&'a str],
 }
 
 /// Reports a key that no raw type accepted.
@@ -566,7 +581,7 @@ impl Validator<'_, '_> {
 
     // ---- [[routes]] ----
 
-    fn route(&mut self, path: &KeyPath, raw: RawRoute, upstreams: &[&str]) -> Route {
+    fn route(&mut self, path: &KeyPath, raw: RawRoute, names: &Names<'_>) -> Route {
         let route_path = self
             .required(
                 &path.key("path"),
@@ -592,7 +607,7 @@ impl Validator<'_, '_> {
             .filter_map(|(i, host)| self.host_name(&hosts_path.index(i), host))
             .collect();
         let max_body = self.size(&path.key("max_body"), raw.max_body);
-        let integration = self.integration(path, raw.upstream, raw.mock, upstreams);
+        let integration = self.integration(path, raw.upstream, raw.mock, raw.handler, names);
         if raw.name.as_deref() == Some("") {
             self.report.at(
                 &path.key("name"),
@@ -650,20 +665,43 @@ impl Validator<'_, '_> {
         path: &KeyPath,
         upstream: Option<String>,
         mock: Option<RawMock>,
-        upstreams: &[&str],
+        handler: Option<RawPluginUse>,
+        names: &Names<'_>,
     ) -> Integration {
-        const NEEDS_ONE: &str = "a route needs exactly one integration: `upstream` or `mock`";
-        match (upstream, mock) {
-            (Some(name), None) => {
-                Integration::Upstream(self.upstream_ref(&path.key("upstream"), &name, upstreams))
-            }
-            (None, Some(mock)) => Integration::Mock(self.mock(&path.key("mock"), mock)),
-            (None, None) => {
+        const NEEDS_ONE: &str =
+            "a route needs exactly one integration: `upstream`, `mock` or `handler`";
+        match (upstream, mock, handler) {
+            (Some(name), None, None) => Integration::Upstream(self.upstream_ref(
+                &path.key("upstream"),
+                &name,
+                names.upstreams,
+            )),
+            (None, Some(mock), None) => Integration::Mock(self.mock(&path.key("mock"), mock)),
+            (None, None, Some(handler)) => Integration::Handler(super::plugins::plugin_use(
+                self.report,
+                &path.key("handler"),
+                handler,
+                names.plugins,
+            )),
+            (None, None, None) => {
                 self.report.at(path, NEEDS_ONE);
                 Integration::Upstream(0)
             }
-            (Some(_), Some(_)) => {
-                self.report.at(path, format!("{NEEDS_ONE}, found both"));
+            (upstream, mock, handler) => {
+                let found: Vec<&str> = [
+                    upstream.map(|_| "`upstream`"),
+                    mock.map(|_| "`mock`"),
+                    handler.map(|_| "`handler`"),
+                ]
+                .into_iter()
+                .flatten()
+                .collect();
+                let found = if found.len() == 2 {
+                    "both".to_owned()
+                } else {
+                    found.join(", ")
+                };
+                self.report.at(path, format!("{NEEDS_ONE}, found {found}"));
                 Integration::Upstream(0)
             }
         }
