@@ -80,10 +80,9 @@ async fn route(method: &Method, path: &str, shared: &Arc<Shared>, id: &str) -> R
                 }),
             ),
         },
-        (&Method::GET, "/config") => json(
-            StatusCode::OK,
-            &effective_config(shared.gateway().config()),
-        ),
+        (&Method::GET, "/config") => {
+            json(StatusCode::OK, &effective_config(shared.gateway().config()))
+        }
         (_, "/healthz" | "/readyz" | "/metrics" | "/config") => not_allowed("GET", id),
         (_, "/reload") => not_allowed("POST", id),
         _ => json_response(StatusCode::NOT_FOUND, "no such admin endpoint", id),

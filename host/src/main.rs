@@ -58,6 +58,18 @@ enum Command {
     Validate(ConfigArg),
     /// Print the route table in the order the gateway matches it.
     Routes(ConfigArg),
+    /// Wasm plugin tools.
+    #[command(subcommand)]
+    Plugin(PluginCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum PluginCommand {
+    /// Print a component's roles, exports, imports, size and SHA-256.
+    Inspect {
+        /// The `.wasm` component.
+        file: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -67,6 +79,7 @@ fn main() -> ExitCode {
         Command::Run(args) => run(&args.config.config, args.watch),
         Command::Validate(args) => validate(&args.config),
         Command::Routes(args) => routes(&args.config),
+        Command::Plugin(PluginCommand::Inspect { file }) => inspect_plugin(&file),
     };
     match result {
         Ok(code) => code,
@@ -127,7 +140,13 @@ fn run(path: &Path, watch: bool) -> anyhow::Result<ExitCode> {
         tracing::info!(routes, config = %path.display(), "weir started");
         tokio::spawn(reload_on_sighup(server.shared().clone()));
         if watch {
-            tokio::spawn(reload_on_change(server.shared().clone(), path.to_owned()));
+            // Read before `ready` is logged: a change right after start is not missed.
+            let loaded = std::fs::read(path).ok();
+            tokio::spawn(reload_on_change(
+                server.shared().clone(),
+                path.to_owned(),
+                loaded,
+            ));
         }
         server.run(shutdown_signal()).await;
         anyhow::Ok(())
@@ -155,8 +174,7 @@ const WATCH_INTERVAL: Duration = Duration::from_secs(1);
 /// Reloads the route file whenever its contents change (`--watch`). Polls the contents
 /// rather than file events, so editors that replace the file and mounted config maps
 /// (symlink swaps) are seen too.
-async fn reload_on_change(shared: Arc<Shared>, path: PathBuf) {
-    let mut last = tokio::fs::read(&path).await.ok();
+async fn reload_on_change(shared: Arc<Shared>, path: PathBuf, mut last: Option<Vec<u8>>) {
     loop {
         tokio::time::sleep(WATCH_INTERVAL).await;
         let now = tokio::fs::read(&path).await.ok();
@@ -183,6 +201,13 @@ async fn shutdown_signal() {
         _ = term.recv() => tracing::info!(signal = "SIGTERM", "stopping"),
         _ = int.recv() => tracing::info!(signal = "SIGINT", "stopping"),
     }
+}
+
+/// `weir plugin inspect FILE`.
+fn inspect_plugin(path: &Path) -> anyhow::Result<ExitCode> {
+    let inspection = weir::plugin::inspect::inspect(path).map_err(anyhow::Error::msg)?;
+    println!("file: {}\n{inspection}", path.display());
+    Ok(ExitCode::SUCCESS)
 }
 
 fn validate(path: &Path) -> anyhow::Result<ExitCode> {
@@ -226,7 +251,10 @@ fn routes(path: &Path) -> anyhow::Result<ExitCode> {
                 Integration::Mock(m) => format!("mock {}", m.status.as_u16()),
                 Integration::Handler(h) => format!(
                     "handler {}",
-                    config.plugins.get(h.plugin).map_or("?", |p| p.name.as_str())
+                    config
+                        .plugins
+                        .get(h.plugin)
+                        .map_or("?", |p| p.name.as_str())
                 ),
             };
             [

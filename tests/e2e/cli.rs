@@ -94,7 +94,7 @@ path = "/x"
         "bad.toml:2:1: server.lisen: unknown key (did you mean \"listen\"?)\n\
          bad.toml:7:11: upstreams.users.timeout: invalid duration \"5 parsecs\", expected e.g. \"250ms\", \"5s\", \"1h\"\n\
          bad.toml:11:12: routes[0].upstream: unknown upstream \"usres\" (did you mean \"users\"?)\n\
-         bad.toml:13:1: routes[1]: a route needs exactly one integration: `upstream` or `mock`\n\
+         bad.toml:13:1: routes[1]: a route needs exactly one integration: `upstream`, `mock` or `handler`\n\
          error: bad.toml refused (4 errors)\n"
     );
 }

@@ -2,6 +2,7 @@
 //! TLS with certificates generated per test. One binary, one module per capability (each
 //! test binary links the whole gateway, so there is only this one).
 
+mod guests;
 mod harness;
 mod tokens;
 
@@ -13,6 +14,7 @@ mod examples;
 mod jwt;
 mod listener;
 mod ops;
+mod plugins;
 mod proxy;
 mod redis;
 mod routing;

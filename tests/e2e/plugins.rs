@@ -182,7 +182,7 @@ async fn hostile_guests_get_bounded_errors_while_other_routes_answer() {
 
 #[tokio::test]
 async fn a_looping_guest_does_not_stall_other_requests() {
-    let gateway = start(&hostile_routes(&guests().hostile, "2s", 8));
+    let gateway = start(&hostile_routes(&guests().hostile, "1s", 8));
     let client = client();
     // Two endless loops, as many as this machine has cores, run while we ask for `/ok`.
     let loops: Vec<_> = (0..2)
@@ -357,7 +357,10 @@ handler = {{ plugin = "p" }}
 fn a_component_for_the_wrong_role_is_refused_at_load() {
     let dir = tempfile::tempdir().expect("tempdir");
     let filter = &guests().noop_filter;
-    let (ok, stderr) = validate(dir.path(), &format!("path = {:?}", filter.display().to_string()));
+    let (ok, stderr) = validate(
+        dir.path(),
+        &format!("path = {:?}", filter.display().to_string()),
+    );
     assert!(!ok);
     assert!(
         stderr.contains("plugins.p: used as a handler but does not export `handle`")
@@ -373,7 +376,10 @@ fn a_digest_mismatch_is_refused() {
     let wrong = "ab".repeat(32);
     let (ok, stderr) = validate(
         dir.path(),
-        &format!("path = {:?}\nsha256 = \"{wrong}\"", hello.display().to_string()),
+        &format!(
+            "path = {:?}\nsha256 = \"{wrong}\"",
+            hello.display().to_string()
+        ),
     );
     assert!(!ok);
     assert!(
@@ -414,4 +420,41 @@ fn corrupt_files_are_refused() {
         stderr.contains("plugins.p.path: cannot read missing.wasm"),
         "{stderr}"
     );
+}
+
+#[test]
+fn plugin_inspect_shows_roles_exports_imports_and_digest() {
+    let hello = &guests().hello;
+    let output = Command::new(weir_bin())
+        .args(["plugin", "inspect"])
+        .arg(hello)
+        .env("WEIR_PLUGIN_CACHE", cache_dir())
+        .output()
+        .expect("run weir plugin inspect");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("roles: handler\n"), "{stdout}");
+    assert!(
+        stdout.contains(&format!("sha256: {}\n", sha256_hex(hello))),
+        "{stdout}"
+    );
+    assert!(stdout.contains("exports:\n    handle\n"), "{stdout}");
+    assert!(
+        stdout.contains("weir:plugin/kv@0.1.0 (interface)"),
+        "{stdout}"
+    );
+    let size = std::fs::metadata(hello).expect("size").len();
+    assert!(stdout.contains(&format!("size: {size} bytes")), "{stdout}");
+
+    let filter = Command::new(weir_bin())
+        .args(["plugin", "inspect"])
+        .arg(&guests().noop_filter)
+        .env("WEIR_PLUGIN_CACHE", cache_dir())
+        .output()
+        .expect("run weir plugin inspect");
+    assert!(String::from_utf8_lossy(&filter.stdout).contains("roles: filter\n"));
 }

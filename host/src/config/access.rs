@@ -231,6 +231,16 @@ impl AccessValidator<'_, '_> {
         }
         let token = self.token_source(&path.key("token"), raw.token);
         let forward_claims = self.forward_claims(&path.key("forward_claims"), raw.forward_claims);
+        let token_cache = match raw.token_cache {
+            None => DEFAULT_JWT_TOKEN_CACHE,
+            Some(n) => usize::try_from(n).unwrap_or_else(|_| {
+                self.report.at(
+                    &path.key("token_cache"),
+                    format!("expected an integer of at least 0, got {n}"),
+                );
+                DEFAULT_JWT_TOKEN_CACHE
+            }),
+        };
         let keys = match keys? {
             KeysChoice::Fixed(set) => JwtKeys::Fixed(set),
             KeysChoice::Url(url, ca) => JwtKeys::Remote {
@@ -250,6 +260,7 @@ impl AccessValidator<'_, '_> {
                 leeway,
                 token,
                 forward_claims,
+                token_cache,
             },
         })
     }
@@ -993,6 +1004,107 @@ pub fn parse_sha256(text: &str) -> Option<[u8; 32]> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn errors(body: &str, env: &[(&str, &str)]) -> Vec<String> {
+        let source = format!("[server]\nlisten = \"127.0.0.1:0\"\n{body}");
+        let lookup = |name: &str| {
+            env.iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.to_string())
+        };
+        match crate::config::parse(&source, Path::new("weir.toml"), &lookup) {
+            Ok(_) => Vec::new(),
+            Err(errors) => errors
+                .0
+                .iter()
+                .map(|e| format!("{}: {}", e.key, e.message))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn access_keys_are_checked() {
+        let found = errors(
+            r#"
+[authorizers.main]
+type = "jwt"
+issuer = "https://i"
+audience = "a"
+secret = "a-secret-written-into-the-file-32bytes"
+algorithms = ["HS256"]
+
+[authorizers.other]
+type = "jwt"
+issuer = "https://i"
+audience = "a"
+jwks = "http://issuer/jwks.json"
+
+[usage_plans.p]
+burst = 3
+quota = { limit = 0, period = "year" }
+routes = { nope = { rate = 1 } }
+
+[[api_keys]]
+name = "k"
+key_sha256 = "xyz"
+plan = "q"
+
+[[routes]]
+path = "/a"
+mock = {}
+authorizer = "mian"
+cors = { allow_origins = ["https://a.*.example"] }
+deny_cidrs = ["10.0.0.0/33"]
+
+[[routes]]
+path = "/b"
+mock = {}
+scopes = ["x"]
+"#,
+            &[],
+        );
+        let expected = [
+            "authorizers.main.secret: the secret must come from the environment",
+            "authorizers.other.jwks: invalid JWKS location",
+            "usage_plans.p.burst: `burst` needs a `rate`",
+            "usage_plans.p.quota.limit: expected an integer of at least 1",
+            "usage_plans.p.quota.period: invalid value \"year\"",
+            "usage_plans.p.routes.nope: unknown route \"nope\"",
+            "api_keys[0].key_sha256: expected 64 hex digits",
+            "api_keys[0].plan: unknown usage plan \"q\"",
+            "routes[0].authorizer: unknown authorizer \"mian\" (did you mean \"main\"?)",
+            "routes[0].cors.allow_origins[0]: invalid origin",
+            "routes[0].deny_cidrs[0]: invalid address",
+            "routes[1].scopes: `scopes` needs an `authorizer`",
+        ];
+        for want in expected {
+            assert!(
+                found.iter().any(|line| line.starts_with(want)),
+                "missing {want:?} in:\n{}",
+                found.join("\n")
+            );
+        }
+        assert_eq!(found.len(), expected.len(), "{}", found.join("\n"));
+    }
+
+    #[test]
+    fn a_secret_from_the_environment_is_accepted() {
+        let body = r#"
+[authorizers.main]
+type = "jwt"
+issuer = "https://i"
+audience = "a"
+secret = "${env:SECRET}"
+algorithms = ["HS256"]
+"#;
+        assert_eq!(
+            errors(body, &[("SECRET", "0123456789abcdef0123456789abcdef")]),
+            Vec::<String>::new()
+        );
+        let short = errors(body, &[("SECRET", "short")]);
+        assert_eq!(short.len(), 1, "{short:?}");
+        assert!(short[0].contains("too short"));
+    }
 
     #[test]
     fn sha256_hex() {

@@ -20,6 +20,8 @@ use super::raw::Table;
 /// `tests/golden/config/certs` as seen from the crate directory (the tests' working
 /// directory).
 const GOLDEN_CERTS_FROM_CRATE: &str = "../tests/golden/config/certs";
+/// `tests/golden/config/plugins` (a minimal component header) likewise.
+const GOLDEN_PLUGINS_FROM_CRATE: &str = "../tests/golden/config/plugins";
 
 fn golden_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/golden/config")
@@ -30,6 +32,7 @@ fn golden_env(name: &str) -> Option<String> {
         // Relative to the crate directory, where cargo runs unit tests, so that messages
         // naming a certificate file do not depend on where the checkout is.
         "CERTS" => Some(GOLDEN_CERTS_FROM_CRATE.to_owned()),
+        "PLUGINS" => Some(GOLDEN_PLUGINS_FROM_CRATE.to_owned()),
         "TOKEN" => Some("s3cret".to_owned()),
         "JWT_SECRET" => Some("a-golden-hmac-secret-of-32-bytes!".to_owned()),
         _ => None,
@@ -121,6 +124,9 @@ fn ok_file_is_valid_and_uses_every_key() {
         Table::CacheLimits,
         Table::Throttle,
         Table::RouteCache,
+        Table::Plugin,
+        Table::PluginLimits,
+        Table::PluginUse,
     ] {
         for key in table.keys() {
             assert!(

@@ -272,6 +272,8 @@ pub const DEFAULT_JWKS_REFRESH: Duration = Duration::from_secs(10 * 60);
 /// Default `[authorizers.*] jwks_cooldown`: the least time between two fetches caused by
 /// tokens naming unknown keys.
 pub const DEFAULT_JWKS_COOLDOWN: Duration = Duration::from_secs(30);
+/// Default `[authorizers.*] token_cache`: verified tokens remembered per authorizer.
+pub const DEFAULT_JWT_TOKEN_CACHE: usize = 10_000;
 /// Default `[server] api_key_header`.
 pub const DEFAULT_API_KEY_HEADER: &str = "x-api-key";
 
@@ -311,6 +313,8 @@ pub struct JwtConfig {
     pub token: TokenSource,
     /// `forward_claims`: claim name → header sent upstream.
     pub forward_claims: Vec<(String, http::HeaderName)>,
+    /// `token_cache`: verified tokens remembered (0 = verify every request).
+    pub token_cache: usize,
 }
 
 /// Where a JWT authorizer's keys come from.

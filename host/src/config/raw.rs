@@ -19,10 +19,8 @@ use super::keypath::{KeyPath, Segment};
 /// Keys that DESIGN.md describes but this version does not implement yet. An unknown key
 /// found here gets "not supported by this version of weir yet" instead of "unknown key".
 /// Remove an entry when its feature lands (and add the key to the raw type).
-pub const NOT_YET_SUPPORTED: &[(Table, &str)] = &[
-    (Table::Route, "filters"),
-    (Table::Route, "websocket"),
-];
+pub const NOT_YET_SUPPORTED: &[(Table, &str)] =
+    &[(Table::Route, "filters"), (Table::Route, "websocket")];
 
 /// The whole file.
 #[derive(Debug, Default, Deserialize)]
@@ -208,6 +206,7 @@ pub struct RawAuthorizer {
     pub forward_claims: Option<BTreeMap<String, String>>,
     pub jwks_refresh: Option<String>,
     pub jwks_cooldown: Option<String>,
+    pub token_cache: Option<i64>,
 }
 
 /// `[usage_plans.NAME]`: the plan's limits, and per-route overrides.

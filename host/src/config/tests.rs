@@ -82,7 +82,7 @@ fn all_errors_are_reported_in_file_order() {
         errors(&source),
         [
             "weir.toml:3:19: server.request_timeout: invalid duration \"soon\", expected e.g. \"250ms\", \"5s\", \"1h\"",
-            "weir.toml:4:1: routes[0]: a route needs exactly one integration: `upstream` or `mock`",
+            "weir.toml:4:1: routes[0]: a route needs exactly one integration: `upstream`, `mock` or `handler`",
             "weir.toml:5:8: routes[0].path: invalid path \"nope\", expected a path starting with \"/\"",
             "weir.toml:8:12: routes[1].upstream: unknown upstream \"missing\", no `[upstreams]` are defined",
         ]
@@ -196,16 +196,12 @@ fn a_misspelt_key_does_not_also_look_missing() {
 
 #[test]
 fn planned_keys_are_not_supported_yet() {
-    let source = with_listen(
-        "[plugins.p]\npath = \"p.wasm\"\n\
-         [[routes]]\npath = \"/\"\nmock = {}\nfilters = []\nwebsocket = {}\n",
-    );
+    let source = with_listen("[[routes]]\npath = \"/\"\nmock = {}\nfilters = []\nwebsocket = {}\n");
     assert_eq!(
         errors(&source),
         [
-            "weir.toml:3:2: plugins: not supported by this version of weir yet",
-            "weir.toml:8:1: routes[0].filters: not supported by this version of weir yet",
-            "weir.toml:9:1: routes[0].websocket: not supported by this version of weir yet",
+            "weir.toml:6:1: routes[0].filters: not supported by this version of weir yet",
+            "weir.toml:7:1: routes[0].websocket: not supported by this version of weir yet",
         ]
     );
 }
@@ -727,11 +723,11 @@ fn route_hosts_are_checked() {
 fn route_needs_exactly_one_integration() {
     assert_eq!(
         error(&route("path = \"/\"\n")),
-        "weir.toml:5:1: routes[0]: a route needs exactly one integration: `upstream` or `mock`"
+        "weir.toml:5:1: routes[0]: a route needs exactly one integration: `upstream`, `mock` or `handler`"
     );
     assert_eq!(
         error(&route("path = \"/\"\nupstream = \"users\"\nmock = {}\n")),
-        "weir.toml:5:1: routes[0]: a route needs exactly one integration: `upstream` or `mock`, found both"
+        "weir.toml:5:1: routes[0]: a route needs exactly one integration: `upstream`, `mock` or `handler`, found both"
     );
 }
 

@@ -410,6 +410,9 @@ pub struct KeyStore {
     attempted_at_ms: AtomicU64,
     /// A background refresh is running.
     refreshing: AtomicBool,
+    /// Bumped each time a fetched set is installed: verified tokens remembered under an
+    /// older generation are checked again (their key may be gone).
+    generation: AtomicU64,
     /// Serialises fetches: requests waiting on a `kid` share one fetch.
     fetch_lock: tokio::sync::Mutex<()>,
 }
@@ -434,8 +437,14 @@ impl KeyStore {
             loaded_at_ms: AtomicU64::new(now_ms()),
             attempted_at_ms: AtomicU64::new(0),
             refreshing: AtomicBool::new(false),
+            generation: AtomicU64::new(0),
             fetch_lock: tokio::sync::Mutex::new(()),
         }
+    }
+
+    /// The generation of the current key set (see the field docs).
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
     }
 
     /// A store fed from `url`, trusting `ca` (or the web roots). Empty until [`Self::load`]
@@ -461,6 +470,7 @@ impl KeyStore {
             loaded_at_ms: AtomicU64::new(0),
             attempted_at_ms: AtomicU64::new(0),
             refreshing: AtomicBool::new(false),
+            generation: AtomicU64::new(0),
             fetch_lock: tokio::sync::Mutex::new(()),
         })
     }
@@ -518,6 +528,14 @@ impl KeyStore {
         }
     }
 
+    /// Starts a background refresh if the remote set is stale (for requests that needed
+    /// no key lookup: their token was verified before).
+    pub fn touch(self: &Arc<Self>) {
+        if let Source::Remote { refresh, .. } = &self.source {
+            self.refresh_if_stale(*refresh);
+        }
+    }
+
     fn missing(&self) -> KeyError {
         if self.loaded.load(Ordering::Acquire) {
             KeyError::NoKey
@@ -562,6 +580,7 @@ impl KeyStore {
             Ok(set) => {
                 tracing::info!(authorizer = %self.name, jwks = %url.url, keys = set.len(), "key set loaded");
                 self.current.store(Arc::new(set));
+                self.generation.fetch_add(1, Ordering::AcqRel);
                 self.loaded_at_ms.store(now_ms(), Ordering::Relaxed);
                 self.loaded.store(true, Ordering::Release);
             }

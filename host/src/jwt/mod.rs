@@ -21,6 +21,7 @@
 
 pub mod crypto;
 pub mod jwks;
+pub mod verified;
 
 use std::sync::Arc;
 
@@ -33,6 +34,7 @@ use crate::config::{JwtConfig, JwtKeys, TokenSource};
 use crate::identity::{AuthContext, Principal};
 use crate::tls::TlsError;
 use jwks::{KeyError, KeyStore};
+use verified::{Verified, VerifiedTokens};
 
 /// The longest token accepted (bytes of its compact form).
 pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
@@ -64,6 +66,10 @@ pub struct JwtAuthorizer {
     token: TokenSource,
     /// `forward_claims`: claim name → header sent upstream.
     forward: Vec<(String, HeaderName)>,
+    /// `leeway`, whole seconds.
+    leeway: u64,
+    /// Tokens already verified (`token_cache`; `None` when 0).
+    verified: Option<VerifiedTokens>,
 }
 
 impl std::fmt::Debug for JwtAuthorizer {
@@ -109,6 +115,8 @@ impl JwtAuthorizer {
             validations,
             token: config.token.clone(),
             forward: config.forward_claims.clone(),
+            leeway: config.leeway.as_secs(),
+            verified: VerifiedTokens::new(config.token_cache),
         })
     }
 
@@ -131,11 +139,12 @@ impl JwtAuthorizer {
         for (_, header) in &self.forward {
             request.headers_mut().remove(header);
         }
-        let claims = {
+        let verified = {
             let token = find_token(&self.token, request).ok_or(AuthError::Missing)?;
-            self.check(token).await?
+            self.verify(token).await?
         };
-        if !scopes.is_empty() && !has_any_scope(&claims, scopes) {
+        let claims = &verified.claims;
+        if !scopes.is_empty() && !has_any_scope(claims, scopes) {
             return Err(AuthError::InsufficientScope);
         }
         for (claim, header) in &self.forward {
@@ -143,17 +152,37 @@ impl JwtAuthorizer {
                 request.headers_mut().insert(header.clone(), value);
             }
         }
-        let principal = claims
-            .get("sub")
-            .and_then(Value::as_str)
-            .unwrap_or_default();
         let extensions = request.extensions_mut();
-        extensions.insert(Principal::new(principal));
+        extensions.insert(Principal::new(verified.principal));
         extensions.insert(AuthContext {
             authorizer: self.name.clone(),
-            claims: Arc::new(claims),
+            claims: verified.claims,
         });
         Ok(())
+    }
+
+    /// A token's verified claims: remembered ones when the token was verified before (see
+    /// [`verified`]), else from [`Self::check`].
+    async fn verify(&self, token: &str) -> Result<Verified, AuthError> {
+        if token.len() > MAX_TOKEN_BYTES {
+            return Err(AuthError::Invalid("token too large"));
+        }
+        let Some(cache) = &self.verified else {
+            let claims = self.check(token).await?;
+            return Verified::new(0, claims).ok_or(AuthError::Invalid("malformed exp or nbf"));
+        };
+        let generation = self.keys.generation();
+        let now = jsonwebtoken::get_current_timestamp();
+        let digest = VerifiedTokens::digest(token);
+        if let Some(verified) = cache.get(&digest, generation, now, self.leeway) {
+            self.keys.touch();
+            return Ok(verified);
+        }
+        let claims = self.check(token).await?;
+        let verified =
+            Verified::new(generation, claims).ok_or(AuthError::Invalid("malformed exp or nbf"))?;
+        cache.put(digest, verified.clone(), now, self.leeway);
+        Ok(verified)
     }
 
     /// Steps 1–4 of the module docs: the token's claims, if it passes.
@@ -351,6 +380,7 @@ mod tests {
             leeway: std::time::Duration::from_secs(5),
             token: TokenSource::Bearer(http::header::AUTHORIZATION),
             forward_claims: vec![("sub".to_owned(), HeaderName::from_static("x-user-id"))],
+            token_cache: 16,
         };
         JwtAuthorizer::new("main", &config).expect("authorizer")
     }

@@ -74,7 +74,11 @@ pub fn load(
     let Some(dir) = dir.filter(|dir| trusted(dir)) else {
         return Ok((Component::new(engine, bytes)?, CacheUse::Off));
     };
-    let entry = dir.join(format!("{}-{:016x}.cwasm", hex(sha256), fingerprint(engine)));
+    let entry = dir.join(format!(
+        "{}-{:016x}.cwasm",
+        hex(sha256),
+        fingerprint(engine)
+    ));
     if entry.is_file() {
         match deserialize(engine, &entry) {
             Ok(component) => return Ok((component, CacheUse::Hit)),
@@ -92,7 +96,10 @@ pub fn load(
             }
         }
         Err(error) => {
-            tracing::warn!(error = format!("{error:#}"), "cannot serialize a compiled component");
+            tracing::warn!(
+                error = format!("{error:#}"),
+                "cannot serialize a compiled component"
+            );
         }
     }
     Ok((component, CacheUse::Miss))
@@ -130,9 +137,8 @@ fn trusted(dir: &Path) -> bool {
     let (Ok(meta), Some(uid)) = (std::fs::symlink_metadata(dir), current_uid()) else {
         return false;
     };
-    let ok = meta.is_dir()
-        && meta.uid() == uid
-        && meta.permissions().mode() & WRITABLE_BY_OTHERS == 0;
+    let ok =
+        meta.is_dir() && meta.uid() == uid && meta.permissions().mode() & WRITABLE_BY_OTHERS == 0;
     if !ok {
         tracing::warn!(dir = %dir.display(), "the compiled-component cache is not a directory of this user alone; compiling without it");
     }

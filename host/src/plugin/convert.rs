@@ -110,9 +110,8 @@ pub fn header_map(pairs: Vec<(String, String)>) -> Result<HeaderMap, PluginError
     for (name, value) in pairs {
         let header = HeaderName::from_bytes(name.as_bytes())
             .map_err(|_| PluginError::BadOutput(format!("invalid header name {name:?}")))?;
-        let value = HeaderValue::from_str(&value).map_err(|_| {
-            PluginError::BadOutput(format!("invalid value for header {header}"))
-        })?;
+        let value = HeaderValue::from_str(&value)
+            .map_err(|_| PluginError::BadOutput(format!("invalid value for header {header}")))?;
         map.append(header, value);
     }
     Ok(map)
@@ -137,7 +136,11 @@ mod tests {
     fn valid_responses_pass_with_length_and_without_hop_by_hop() {
         let out = response(wit_response(
             201,
-            &[("x-a", "1"), ("connection", "close"), ("content-length", "99")],
+            &[
+                ("x-a", "1"),
+                ("connection", "close"),
+                ("content-length", "99"),
+            ],
         ))
         .expect("valid");
         assert_eq!(out.status(), StatusCode::CREATED);

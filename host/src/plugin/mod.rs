@@ -25,6 +25,7 @@ pub mod cache;
 pub mod convert;
 pub mod engine;
 pub mod host;
+pub mod inspect;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -331,7 +332,12 @@ impl Plugin {
             if Instant::now() >= deadline {
                 Ok(UpdateDeadline::Interrupt)
             } else {
-                Ok(UpdateDeadline::Yield(1))
+                // tokio's `yield_now` lets the I/O driver run before this task again;
+                // a plain self-wake would leave two busy guests hogging both workers.
+                Ok(UpdateDeadline::YieldCustom(
+                    1,
+                    Box::pin(tokio::task::yield_now()),
+                ))
             }
         });
         let outcome = tokio::time::timeout(timeout + WALL_CLOCK_GRACE, body(&mut store)).await;
