@@ -42,7 +42,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -598,9 +598,6 @@ struct Activity {
     /// Starts `false` for TLS with ALPN `h2`; turned off by the first HTTP/2 request on a
     /// plain connection (h2c), which could not be told from HTTP/1 before.
     track_heads: AtomicBool,
-    /// Wakes [`Activity::watchdog`] when a head starts: it may be asleep for a whole
-    /// `idle_timeout` and must not notice a stalled head only then.
-    head_started: Notify,
 }
 
 impl Activity {
@@ -610,7 +607,6 @@ impl Activity {
             last_ms: AtomicU64::new(now_ms()),
             head_started_ms: AtomicU64::new(0),
             track_heads: AtomicBool::new(track_heads),
-            head_started: Notify::new(),
         }
     }
 
@@ -622,7 +618,6 @@ impl Activity {
             && self.head_started_ms.load(Ordering::Relaxed) == 0
         {
             self.head_started_ms.store(now, Ordering::Relaxed);
-            self.head_started.notify_one();
         }
     }
 
@@ -649,6 +644,15 @@ impl Activity {
             let now = now_ms();
             let head = self.head_started_ms.load(Ordering::Relaxed);
             let busy = self.in_flight.load(Ordering::Relaxed) > 0;
+            // While heads are tracked, no wait is longer than `header_read`: a head that
+            // starts during a wait is then seen before its deadline, and the next wait
+            // ends exactly at it. So nothing has to wake the watchdog when a head starts
+            // (a wake-up and a timer reset per request, on the hot path, before).
+            let cap_ms = if self.track_heads.load(Ordering::Relaxed) {
+                header_read_ms
+            } else {
+                idle_ms
+            };
             let wait_ms = if busy {
                 idle_ms
             } else if head != 0 {
@@ -663,11 +667,7 @@ impl Activity {
                 }
                 last + idle_ms - now
             };
-            // Re-evaluated when the wait is over or a head starts, whichever is first.
-            tokio::select! {
-                () = tokio::time::sleep(Duration::from_millis(wait_ms.max(1))) => {}
-                () = self.head_started.notified() => {}
-            }
+            tokio::time::sleep(Duration::from_millis(wait_ms.min(cap_ms).max(1))).await;
         }
     }
 }
