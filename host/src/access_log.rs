@@ -6,8 +6,8 @@
 use std::io::Write;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
-use std::time::SystemTime;
+use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, TrySendError};
+use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 
@@ -15,6 +15,11 @@ use crate::metrics::Metrics;
 
 /// Lines queued for the writer before new ones are dropped.
 pub const ACCESS_LOG_QUEUE_LINES: usize = 64 * 1024;
+/// How often the writer drains the queue and flushes. Between drains it sleeps, so
+/// queueing a line never wakes it (no futex wake-up per request).
+pub const ACCESS_LOG_FLUSH_INTERVAL: Duration = Duration::from_millis(50);
+/// The writer's buffer: full buffers are written out between flushes.
+const ACCESS_LOG_BUFFER_BYTES: usize = 64 * 1024;
 
 /// `[log] access`: where access log lines go.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -129,13 +134,27 @@ fn open_append(path: &Path) -> std::io::Result<std::fs::File> {
         .open(path)
 }
 
-/// The writer thread: writes lines as they come, flushing whenever the queue runs dry.
+/// The writer thread: every [`ACCESS_LOG_FLUSH_INTERVAL`], drains the queue into a
+/// buffer and flushes it; exits (after a last flush) when the sending side is gone.
+///
+/// Flushing whenever the queue ran dry meant, at proxy rates, one `write` and a thread
+/// wake-up per request (about 23 µs of CPU per request measured, more than nginx spends
+/// on a whole proxied request).
 fn write_lines(rx: Receiver<String>, writer: Box<dyn Write + Send>) {
-    let mut out = std::io::BufWriter::new(writer);
-    while let Ok(line) = rx.recv() {
-        let _ = out.write_all(line.as_bytes());
-        while let Ok(line) = rx.try_recv() {
-            let _ = out.write_all(line.as_bytes());
+    let mut out = std::io::BufWriter::with_capacity(ACCESS_LOG_BUFFER_BYTES, writer);
+    loop {
+        std::thread::sleep(ACCESS_LOG_FLUSH_INTERVAL);
+        loop {
+            match rx.try_recv() {
+                Ok(line) => {
+                    let _ = out.write_all(line.as_bytes());
+                }
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => {
+                    let _ = out.flush();
+                    return;
+                }
+            }
         }
         let _ = out.flush();
     }
