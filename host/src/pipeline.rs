@@ -686,15 +686,7 @@ impl Gateway {
     ) -> Result<Response<Body>, GatewayError> {
         let limit = routed.route.max_body.unwrap_or(self.config.server.max_body);
         let (mut parts, mut body) = request.into_parts();
-        let declared = parts
-            .headers
-            .get(CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
-        if declared.is_some_and(|len| len > limit) {
-            return Err(GatewayError::BodyTooLarge { limit });
-        }
-        body.set_limit(limit);
+        limit_body(&parts.headers, &mut body, limit)?;
 
         // The host routing matched (see `request_host`): the URI's authority first (HTTP/2,
         // absolute form, where it overrides `Host`), then `Host`.
@@ -741,14 +733,7 @@ async fn buffer_body(
     mut body: Body,
     limit: u64,
 ) -> Result<bytes::Bytes, GatewayError> {
-    let declared = headers
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|len| len > limit) {
-        return Err(GatewayError::BodyTooLarge { limit });
-    }
-    body.set_limit(limit);
+    limit_body(headers, &mut body, limit)?;
     let bytes = http_body_util::BodyExt::collect(body)
         .await
         .map_err(|error| {
@@ -763,6 +748,21 @@ async fn buffer_body(
         return Err(GatewayError::BodyTooLarge { limit });
     }
     Ok(bytes)
+}
+
+/// Enforces `max_body` on a request body: a declared `Content-Length` over `limit` is
+/// refused at once (`413` before anything is read or sent); otherwise the body is capped
+/// as it streams, so chunked bodies cannot slip past.
+fn limit_body(headers: &HeaderMap, body: &mut Body, limit: u64) -> Result<(), GatewayError> {
+    let declared = headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limit) {
+        return Err(GatewayError::BodyTooLarge { limit });
+    }
+    body.set_limit(limit);
+    Ok(())
 }
 
 /// The request's host, lower-case and without port: the URI authority (HTTP/2,
