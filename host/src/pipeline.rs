@@ -24,13 +24,14 @@ use http::{HeaderMap, HeaderValue, Method, Request, Response};
 use tokio_rustls::TlsAcceptor;
 
 use crate::access_log::{self, AccessLog, Entry};
-use crate::apikey::{self, ApiKeyTable, UnixClock};
+use crate::apikey::{self, ApiKeyName, ApiKeyTable, UnixClock};
 use crate::body::Body;
 use crate::cache::{Head, Lookup, ResponseCache};
 use crate::config::{Config, Integration, Route};
 use crate::cors::{self, CorsReply};
 use crate::error::GatewayError;
 use crate::headers::{self, X_REQUEST_ID};
+use crate::identity::Principal;
 use crate::jwt::{AuthError, JwtAuthorizer};
 use crate::metrics::{Metrics, NO_ROUTE, RouteMetrics};
 use crate::mock;
@@ -149,6 +150,12 @@ pub struct Exchange {
     upstream: UpstreamReport,
     /// Set by the `cors` phase on routes with CORS: the headers every response gets.
     cors: Option<CorsReply>,
+    /// Who the route's authorizer said the caller is.
+    principal: Option<Principal>,
+    /// The name of the API key the request presented.
+    api_key: Option<Arc<str>>,
+    /// `hit` or `miss`, when the route has a cache.
+    cache: Option<&'static str>,
 }
 
 impl Exchange {
@@ -194,9 +201,9 @@ impl Exchange {
             upstream_ms: self.upstream.elapsed.map(millis),
             bytes_in: self.upstream.request_body.as_ref().map_or(0, |b| b.bytes()),
             bytes_out,
-            principal: None,
-            api_key: None,
-            cache: None,
+            principal: self.principal.as_ref().map(Principal::as_str),
+            api_key: self.api_key.as_deref(),
+            cache: self.cache,
             refused: self.refused,
         });
     }
@@ -360,6 +367,9 @@ impl Gateway {
             status: 0,
             refused: None,
             upstream: UpstreamReport::default(),
+            principal: None,
+            api_key: None,
+            cache: None,
             cors: None,
         };
         let timeout = server.request_timeout;
@@ -403,14 +413,23 @@ impl Gateway {
             .throttle(request.headers(), &routed, exchange.client)
             .await?;
         self.authorize(&mut request, &routed, exchange).await?;
+        exchange.principal = request.extensions().get::<Principal>().cloned();
         let rate_limit = match self.api_key(&mut request, &routed).await? {
             Some(usage) => throttle::tightest(rate_limit, usage),
             None => rate_limit,
         };
+        exchange.api_key = request
+            .extensions()
+            .get::<ApiKeyName>()
+            .map(|key| key.0.clone());
         let mut response = match self.cache_lookup(Head::of(&request), &routed).await {
-            Lookup::Hit(response) => response,
+            Lookup::Hit(response) => {
+                exchange.cache = Some("hit");
+                response
+            }
             Lookup::Off => self.integrate(request, &routed, conn, exchange).await?,
             Lookup::Miss(fill) => {
+                exchange.cache = Some("miss");
                 let response = self.integrate(request, &routed, conn, exchange).await?;
                 self.cache.store(&self.state, response, fill).await?
             }

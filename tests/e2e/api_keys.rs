@@ -228,3 +228,13 @@ upstream = "echo"
     assert_eq!(get(&gateway, Some("key-b")).await.status(), 200);
     assert_eq!(get(&gateway, Some("key-c")).await.status(), 403);
 }
+
+#[tokio::test]
+async fn the_access_log_names_the_api_key_not_the_secret() {
+    let upstream = TestUpstream::echo().await;
+    let gateway = gateway(&upstream, "");
+    assert_eq!(get(&gateway, Some("gold-key")).await.status(), 200);
+    let line = &gateway.access_log(1).await[0];
+    assert_eq!(line["api_key"], "gold-client");
+    assert!(!line.to_string().contains("gold-key\""), "{line}");
+}

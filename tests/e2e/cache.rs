@@ -118,6 +118,13 @@ async fn a_hit_skips_the_backend_and_says_so() {
     assert!(response.headers().contains_key("x-request-id"));
     assert_eq!(response.text().await.expect("body"), "n=1");
     assert_eq!(backend.count(), 1);
+    // The access log says which was which.
+    let lines = gateway.access_log(2).await;
+    let results: Vec<&str> = lines
+        .iter()
+        .map(|l| l["cache"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(results, ["miss", "hit"]);
 
     // HEAD has its own entry and no body.
     let head = send(&gateway, reqwest::Method::HEAD, "/users/1", &[]).await;

@@ -911,3 +911,22 @@ impl Drop for TestRedis {
         self.stop();
     }
 }
+
+impl TestGateway {
+    /// The first `n` access log lines on stdout (the default target), parsed; waits up to
+    /// 5 s for them (the writer drains its queue every 50 ms).
+    pub async fn access_log(&self, n: usize) -> Vec<serde_json::Value> {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let lines = self.stdout();
+            if lines.len() >= n || Instant::now() > deadline {
+                return lines
+                    .iter()
+                    .take(n)
+                    .map(|l| serde_json::from_str(l).expect("access log line is JSON"))
+                    .collect();
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}

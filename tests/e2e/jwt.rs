@@ -484,3 +484,14 @@ async fn an_unreachable_jwks_fails_closed() {
     assert_eq!(get(&gateway, "/api/x", None).await.status(), 401);
     assert_eq!(upstream.count(), 0);
 }
+
+#[tokio::test]
+async fn the_access_log_names_the_principal() {
+    let upstream = TestUpstream::echo().await;
+    let rsa = Signer::rsa("r1");
+    let gateway = file_gateway(&upstream, &[&rsa], "");
+    let token = rsa.token(&good_claims("alice"));
+    assert_eq!(get(&gateway, "/api/who", Some(&token)).await.status(), 200);
+    let line = &gateway.access_log(1).await[0];
+    assert_eq!(line["principal"], "alice");
+}
