@@ -237,16 +237,7 @@ impl RedisState {
     }
 
     pub async fn cache_get(&self, key: &str) -> Result<Option<Bytes>, StateError> {
-        let redis_key = self.key("cache", key);
-        let value: Option<Vec<u8>> = self
-            .run(|mut connection| async move {
-                redis::cmd("GET")
-                    .arg(redis_key)
-                    .query_async(&mut connection)
-                    .await
-            })
-            .await?;
-        Ok(value.map(Bytes::from))
+        self.get_bytes(self.key("cache", key)).await
     }
 
     pub async fn cache_put(
@@ -255,18 +246,8 @@ impl RedisState {
         value: Bytes,
         ttl: Duration,
     ) -> Result<(), StateError> {
-        let redis_key = self.key("cache", key);
-        let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
-        self.run(|mut connection| async move {
-            redis::cmd("SET")
-                .arg(redis_key)
-                .arg(value.as_ref())
-                .arg("PX")
-                .arg(ttl_ms)
-                .query_async::<()>(&mut connection)
-                .await
-        })
-        .await
+        self.set_bytes(self.key("cache", key), value, Some(ttl))
+            .await
     }
 
     /// Deletes every cache key starting with `key_prefix` (all when empty).
@@ -301,7 +282,39 @@ impl RedisState {
     }
 
     pub async fn kv_get(&self, namespace: &str, key: &str) -> Result<Option<Bytes>, StateError> {
-        let redis_key = self.key("kv", &format!("{}:{namespace}:{key}", namespace.len()));
+        self.get_bytes(self.kv_key(namespace, key)).await
+    }
+
+    pub async fn kv_set(
+        &self,
+        namespace: &str,
+        key: &str,
+        value: Bytes,
+        ttl: Option<Duration>,
+    ) -> Result<(), StateError> {
+        self.set_bytes(self.kv_key(namespace, key), value, ttl)
+            .await
+    }
+
+    pub async fn kv_delete(&self, namespace: &str, key: &str) -> Result<(), StateError> {
+        let redis_key = self.kv_key(namespace, key);
+        self.run(|mut connection| async move {
+            redis::cmd("DEL")
+                .arg(redis_key)
+                .query_async::<()>(&mut connection)
+                .await
+        })
+        .await
+    }
+
+    /// A plugin's KV key: the namespace is length-prefixed, so no choice of namespace and
+    /// key can collide with another plugin's.
+    fn kv_key(&self, namespace: &str, key: &str) -> String {
+        self.key("kv", &format!("{}:{namespace}:{key}", namespace.len()))
+    }
+
+    /// `GET` of a binary value (cache entries and plugin KV alike).
+    async fn get_bytes(&self, redis_key: String) -> Result<Option<Bytes>, StateError> {
         let value: Option<Vec<u8>> = self
             .run(|mut connection| async move {
                 redis::cmd("GET")
@@ -313,14 +326,13 @@ impl RedisState {
         Ok(value.map(Bytes::from))
     }
 
-    pub async fn kv_set(
+    /// `SET` of a binary value, expiring after `ttl` (at least 1 ms) when given.
+    async fn set_bytes(
         &self,
-        namespace: &str,
-        key: &str,
+        redis_key: String,
         value: Bytes,
         ttl: Option<Duration>,
     ) -> Result<(), StateError> {
-        let redis_key = self.key("kv", &format!("{}:{namespace}:{key}", namespace.len()));
         self.run(|mut connection| async move {
             let mut cmd = redis::cmd("SET");
             cmd.arg(redis_key).arg(value.as_ref());
@@ -329,17 +341,6 @@ impl RedisState {
                     .arg(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1));
             }
             cmd.query_async::<()>(&mut connection).await
-        })
-        .await
-    }
-
-    pub async fn kv_delete(&self, namespace: &str, key: &str) -> Result<(), StateError> {
-        let redis_key = self.key("kv", &format!("{}:{namespace}:{key}", namespace.len()));
-        self.run(|mut connection| async move {
-            redis::cmd("DEL")
-                .arg(redis_key)
-                .query_async::<()>(&mut connection)
-                .await
         })
         .await
     }
