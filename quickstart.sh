@@ -11,6 +11,14 @@ BACKEND=127.0.0.1:9000
 echo "==> building weir and the demo backend"
 cargo build -p weir -p weir-demo-backend
 
+echo "==> building the plugins (wasm32-wasip2)"
+if command -v rustup >/dev/null 2>&1; then
+    rustup target add wasm32-wasip2 >/dev/null
+fi
+# The same target dir the tests build the plugins in (see tests/e2e/guests.rs).
+cargo build --release --target wasm32-wasip2 \
+    --manifest-path plugins/Cargo.toml --target-dir target/wasm-guests
+
 pids=()
 cleanup() {
     for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
@@ -46,6 +54,9 @@ Weir is serving on http://$GATEWAY (admin on http://$ADMIN). Try:
   curl -i -H 'x-api-key: weir-demo-key' http://$GATEWAY/echo/secure
                                           # 200 with RateLimit-* headers (demo plan: 1/s, bursts of 3; a 4th
                                           # request within a second gets 429 with Retry-After)
+  curl -i http://$GATEWAY/hello/users     # answered by a Wasm plugin (plugins/hello)
+  curl -i -X POST -d '{"name":"Ada"}' http://$GATEWAY/hello/users
+                                          # 201: the plugin keeps users in its KV store
   curl -i http://$ADMIN/healthz           # admin listener
   target/debug/weir routes -c examples/quickstart/weir.toml
 

@@ -56,7 +56,8 @@ async fn route(method: &Method, path: &str, shared: &Arc<Shared>, id: &str) -> R
             }
         }
         (&Method::GET, "/metrics") => {
-            let mut response = Response::new(Body::full(Bytes::from(shared.metrics().encode())));
+            let text = shared.metrics().scrape(&shared.gateway());
+            let mut response = Response::new(Body::full(Bytes::from(text)));
             response
                 .headers_mut()
                 .insert(CONTENT_TYPE, HeaderValue::from_static(METRICS_CONTENT_TYPE));

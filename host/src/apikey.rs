@@ -100,13 +100,19 @@ impl ApiKeyTable {
         self.clock = clock;
     }
 
-    /// The key presented in `headers`, if it is one of ours. `Err` is the `403` to answer.
-    pub fn find(&self, headers: &HeaderMap) -> Result<&ApiKey, GatewayError> {
-        let mut values = headers.get_all(&self.header).iter();
-        let (Some(value), None) = (values.next(), values.next()) else {
-            return Err(GatewayError::ApiKeyMissing);
+    /// The key presented in `headers` (or `chosen` by a plugin authorizer's usage-plan
+    /// key, which takes precedence), if it is one of ours. `Err` is the `403` to answer.
+    pub fn find(&self, headers: &HeaderMap, chosen: Option<&str>) -> Result<&ApiKey, GatewayError> {
+        let presented = match chosen {
+            Some(key) => key.as_bytes(),
+            None => {
+                let mut values = headers.get_all(&self.header).iter();
+                let (Some(value), None) = (values.next(), values.next()) else {
+                    return Err(GatewayError::ApiKeyMissing);
+                };
+                value.as_bytes()
+            }
         };
-        let presented = value.as_bytes();
         if presented.is_empty() {
             return Err(GatewayError::ApiKeyMissing);
         }
@@ -127,8 +133,9 @@ impl ApiKeyTable {
         index: usize,
         route: &Route,
         headers: &HeaderMap,
+        chosen: Option<&str>,
     ) -> Result<(ApiKeyName, Option<Decision>), GatewayError> {
-        let key = self.find(headers)?;
+        let key = self.find(headers, chosen)?;
         let name = ApiKeyName(Arc::from(key.name.as_str()));
         let Some(plan) = key.plan.and_then(|p| self.plans.get(p)) else {
             return Ok((name, None));

@@ -12,6 +12,7 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http_body::{Frame, SizeHint};
+use http_body_util::combinators::UnsyncBoxBody;
 use hyper::body::Incoming;
 
 /// Errors from a body (boxed, as hyper wants them).
@@ -86,6 +87,10 @@ pub enum Body {
     /// Bytes already read from a body, then the rest of it (the response cache gives back
     /// a body it started to buffer and found too large to store).
     Chain(Box<Chain>),
+    /// A body made by someone else, boxed: the streamed response of a `wasi:http` handler
+    /// (`plugin/wasi_http.rs`), which bounds it and ends it with an error if the guest
+    /// fails mid-body.
+    Boxed(UnsyncBoxBody<Bytes, BoxError>),
 }
 
 /// See [`Body::Chain`].
@@ -112,6 +117,7 @@ impl std::fmt::Debug for Body {
             Body::Full(b) => write!(f, "Body::Full({} bytes)", b.as_ref().map_or(0, Bytes::len)),
             Body::Stream(s) => write!(f, "Body::Stream(limit {})", s.limit),
             Body::Chain(c) => write!(f, "Body::Chain({:?})", c.rest),
+            Body::Boxed(_) => f.write_str("Body::Boxed"),
         }
     }
 }
@@ -173,7 +179,7 @@ impl Body {
         match self {
             Body::Stream(stream) => Some(stream.faults.get_or_insert_default().clone()),
             Body::Chain(chain) => chain.rest.watch_faults(),
-            Body::Empty | Body::Full(_) => None,
+            Body::Empty | Body::Full(_) | Body::Boxed(_) => None,
         }
     }
 }
@@ -207,6 +213,7 @@ impl http_body::Body for Body {
                 Some(head) => Poll::Ready(Some(Ok(Frame::data(head)))),
                 None => Pin::new(&mut chain.rest).poll_frame(cx),
             },
+            Body::Boxed(body) => Pin::new(body).poll_frame(cx),
             Body::Stream(stream) => {
                 let polled = Pin::new(&mut stream.inner).poll_frame(cx);
                 match polled {
@@ -251,6 +258,7 @@ impl http_body::Body for Body {
             Body::Full(bytes) => bytes.is_none(),
             Body::Stream(stream) => stream.inner.is_end_stream(),
             Body::Chain(chain) => chain.head.is_none() && chain.rest.is_end_stream(),
+            Body::Boxed(body) => body.is_end_stream(),
         }
     }
 
@@ -259,6 +267,7 @@ impl http_body::Body for Body {
             Body::Empty => SizeHint::with_exact(0),
             Body::Full(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
             Body::Stream(stream) => stream.inner.size_hint(),
+            Body::Boxed(body) => body.size_hint(),
             Body::Chain(chain) => {
                 let head = chain.head.as_ref().map_or(0, |b| b.len() as u64);
                 let rest = chain.rest.size_hint();

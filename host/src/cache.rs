@@ -18,8 +18,10 @@
 //! - concurrent misses for one key make one upstream request: the first is the leader,
 //!   the others wait for its entry (request coalescing, per gateway).
 //!
-//! Every response of a cached route's `GET`/`HEAD` carries `x-cache: hit` or `miss`.
-//! A route without `cache` costs one `Option` check.
+//! Every response of a cached route's `GET`/`HEAD` carries `x-cache: hit` or `miss`, and
+//! is counted the same way in the route's [`CacheCounters`] (lookups by result, stores),
+//! which the state keeps and `/metrics` exports. A route without `cache` costs one
+//! `Option` check.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -37,7 +39,7 @@ use crate::body::{Body, Chain};
 use crate::config::{CacheKeyPart, CacheLimits, Invalidate, Route, RouteCache};
 use crate::error::GatewayError;
 use crate::identity;
-use crate::state::{self, OnStateError, State};
+use crate::state::{self, CacheCounters, OnStateError, State};
 
 /// `x-cache`.
 pub static X_CACHE: HeaderName = HeaderName::from_static("x-cache");
@@ -169,7 +171,8 @@ pub enum Lookup {
 #[derive(Debug)]
 pub struct Fill {
     key: String,
-    route: Arc<str>,
+    /// The route's counters (and its name).
+    counters: Arc<CacheCounters>,
     ttl: Duration,
     max_entry: u64,
     on_error: OnStateError,
@@ -345,7 +348,7 @@ impl ResponseCache {
             };
         let mut fill = Fill {
             key,
-            route: route.name.as_str().into(),
+            counters: state.stats().cache_route(&route.name),
             ttl: settings.ttl,
             max_entry: settings.max_entry.unwrap_or(self.max_entry),
             on_error,
@@ -361,7 +364,7 @@ impl ResponseCache {
             leader: None,
         };
         if refresh {
-            return Lookup::Miss(fill);
+            return fill.miss();
         }
         if let Some(entry) = state
             .cache_get(&fill.key, on_error)
@@ -369,12 +372,12 @@ impl ResponseCache {
             .and_then(Entry::decode)
             .filter(|entry| usable(entry))
         {
-            return Lookup::Hit(entry.respond(method, now_ms()));
+            return fill.hit(&entry, method);
         }
         match self.join(&fill.key) {
             Role::Leader(leader) => {
                 fill.leader = Some(leader);
-                Lookup::Miss(fill)
+                fill.miss()
             }
             Role::Follower(mut receiver) => {
                 // The leader's entry, or nothing if it stored none (or went away).
@@ -384,8 +387,8 @@ impl ResponseCache {
                     .ok()
                     .and_then(|entry| entry.clone());
                 match entry.filter(|entry| usable(entry)) {
-                    Some(entry) => Lookup::Hit(entry.respond(method, now_ms())),
-                    None => Lookup::Miss(fill),
+                    Some(entry) => fill.hit(&entry, method),
+                    None => fill.miss(),
                 }
             }
         }
@@ -433,7 +436,7 @@ impl ResponseCache {
             Ok(Buffered::TooLarge(body)) => return Ok(Response::from_parts(parts, body)),
             Err(reason) => {
                 return Err(GatewayError::UpstreamProtocol {
-                    upstream: fill.route.to_string(),
+                    upstream: fill.counters.route().to_string(),
                     target: "response body".to_owned(),
                     reason,
                 });
@@ -450,13 +453,31 @@ impl ResponseCache {
             stored_at_ms: now_ms(),
             shared_with_authorized: shares_with_authorized(&parts.headers),
         });
-        state
-            .cache_put(&fill.route, &fill.key, entry.encode(), ttl, fill.on_error)
-            .await;
+        let route = fill.counters.route();
+        if state
+            .cache_put(route, &fill.key, entry.encode(), ttl, fill.on_error)
+            .await
+        {
+            fill.counters.stored();
+        }
         if let Some(leader) = &fill.leader {
             let _ = leader.sender.send(Some(entry));
         }
         Ok(Response::from_parts(parts, Body::full(bytes)))
+    }
+}
+
+impl Fill {
+    /// Answers the lookup from `entry`, counted as a hit.
+    fn hit(self, entry: &Entry, method: &Method) -> Lookup {
+        self.counters.hit();
+        Lookup::Hit(entry.respond(method, now_ms()))
+    }
+
+    /// Sends the request on to the integration, counted as a miss.
+    fn miss(self) -> Lookup {
+        self.counters.miss();
+        Lookup::Miss(self)
     }
 }
 
@@ -584,7 +605,7 @@ mod tests {
     fn fill(ttl: u64) -> Fill {
         Fill {
             key: String::new(),
-            route: "r".into(),
+            counters: Arc::new(CacheCounters::new("r")),
             ttl: Duration::from_secs(ttl),
             max_entry: 1024,
             on_error: OnStateError::CACHE_DEFAULT,

@@ -22,7 +22,9 @@ pub enum Phase {
     Throttle,
     Authorize,
     ApiKey,
+    RequestFilters,
     Integrate,
+    ResponseFilters,
 }
 
 impl Phase {
@@ -33,7 +35,9 @@ impl Phase {
             Phase::Throttle => "throttle",
             Phase::Authorize => "authorize",
             Phase::ApiKey => "api_key",
+            Phase::RequestFilters => "request_filters",
             Phase::Integrate => "integrate",
+            Phase::ResponseFilters => "response_filters",
         }
     }
 }
@@ -119,6 +123,22 @@ pub enum GatewayError {
     /// An API key that is not one of ours (`403`).
     #[error("unknown api key")]
     ApiKeyInvalid,
+    /// A plugin authorizer's `identity` source is missing from the request (`401`, no
+    /// plugin call).
+    #[error("authorizer {authorizer}: identity source missing")]
+    IdentityMissing { authorizer: std::sync::Arc<str> },
+    /// A plugin authorizer denied the request; its response is the answer.
+    #[error("authorizer {authorizer} denied the request")]
+    AuthorizerDenied {
+        authorizer: std::sync::Arc<str>,
+        response: Box<Response<Body>>,
+    },
+    /// A response filter asked for the response body and it is larger than its limit.
+    #[error("response body larger than {limit} bytes, the limit of a filter that reads it")]
+    ResponseTooLarge { limit: u64 },
+    /// The response body a filter reads could not be read from the upstream.
+    #[error("response body failed: {0}")]
+    ResponseBody(String),
     /// A Wasm plugin call failed (trap, deadline, memory, bad output, busy). The guest's
     /// own words stay in the log.
     #[error("plugin {plugin}: {error}")]
@@ -160,10 +180,18 @@ impl GatewayError {
             | GatewayError::AddressDenied(_)
             | GatewayError::ApiKeyMissing
             | GatewayError::ApiKeyInvalid => StatusCode::FORBIDDEN,
-            GatewayError::Plugin { error, .. } => match error {
+            GatewayError::IdentityMissing { .. } => StatusCode::UNAUTHORIZED,
+            GatewayError::AuthorizerDenied { response, .. } => response.status(),
+            GatewayError::ResponseTooLarge { .. } | GatewayError::ResponseBody(_) => {
+                StatusCode::BAD_GATEWAY
+            }
+            // A handler stands where a backend would (502 like one); an authorizer or a
+            // filter failing is the gateway's own failure (500; authorizers fail closed).
+            GatewayError::Plugin { error, phase, .. } => match error {
                 crate::plugin::PluginError::Busy => StatusCode::SERVICE_UNAVAILABLE,
                 crate::plugin::PluginError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
-                _ => StatusCode::BAD_GATEWAY,
+                _ if *phase == Phase::Integrate => StatusCode::BAD_GATEWAY,
+                _ => StatusCode::INTERNAL_SERVER_ERROR,
             },
             GatewayError::AuthorizerUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             GatewayError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
@@ -194,7 +222,12 @@ impl GatewayError {
             GatewayError::Unauthenticated(_)
             | GatewayError::InsufficientScope
             | GatewayError::AuthorizerUnavailable(_)
+            | GatewayError::IdentityMissing { .. }
+            | GatewayError::AuthorizerDenied { .. }
             | GatewayError::AddressDenied(_) => Phase::Authorize,
+            GatewayError::ResponseTooLarge { .. } | GatewayError::ResponseBody(_) => {
+                Phase::ResponseFilters
+            }
             GatewayError::ApiKeyMissing | GatewayError::ApiKeyInvalid => Phase::ApiKey,
             GatewayError::Plugin { phase, .. } => *phase,
             GatewayError::BodyTooLarge { .. }
@@ -223,8 +256,11 @@ impl GatewayError {
             GatewayError::Unauthenticated(_)
             | GatewayError::InsufficientScope
             | GatewayError::AddressDenied(_)
+            | GatewayError::IdentityMissing { .. }
+            | GatewayError::AuthorizerDenied { .. }
             | GatewayError::ApiKeyMissing
             | GatewayError::ApiKeyInvalid => Side::Downstream,
+            GatewayError::ResponseTooLarge { .. } | GatewayError::ResponseBody(_) => Side::Upstream,
             GatewayError::Plugin { .. } => Side::Upstream,
             GatewayError::AuthorizerUnavailable(_) => Side::Upstream,
             GatewayError::NoHealthyTarget { .. }
@@ -255,6 +291,10 @@ impl GatewayError {
             GatewayError::AddressDenied(_) => "address_denied",
             GatewayError::ApiKeyMissing => "api_key_missing",
             GatewayError::ApiKeyInvalid => "api_key_invalid",
+            GatewayError::IdentityMissing { .. } => "identity_missing",
+            GatewayError::AuthorizerDenied { .. } => "authorizer_denied",
+            GatewayError::ResponseTooLarge { .. } => "response_too_large",
+            GatewayError::ResponseBody(_) => "response_body",
             GatewayError::Plugin { error, .. } => error.reason(),
             GatewayError::RequestTimeout(_) => "request_timeout",
             GatewayError::NoHealthyTarget { .. } => "no_healthy_target",
@@ -294,6 +334,10 @@ impl GatewayError {
             GatewayError::AddressDenied(_) => "client address not allowed",
             GatewayError::ApiKeyMissing => "api key required",
             GatewayError::ApiKeyInvalid => "invalid api key",
+            GatewayError::IdentityMissing { .. } => "authentication required",
+            GatewayError::AuthorizerDenied { .. } => "access denied",
+            GatewayError::ResponseTooLarge { .. } => "upstream response too large",
+            GatewayError::ResponseBody(_) => "upstream response failed",
             GatewayError::Plugin { error, .. } => match error {
                 crate::plugin::PluginError::Busy => "plugin busy, try again",
                 crate::plugin::PluginError::Timeout(_) => "plugin timed out",
@@ -309,6 +353,9 @@ impl GatewayError {
 
     /// The gateway's answer for this error.
     pub fn into_response(self, request_id: &str) -> Response<Body> {
+        if let GatewayError::AuthorizerDenied { response, .. } = self {
+            return *response;
+        }
         let mut response = json_response(self.status(), self.client_message(), request_id);
         match self {
             GatewayError::MethodNotAllowed { allow } => {

@@ -1,5 +1,6 @@
 //! Header rules shared by every integration that talks to a peer: request ids,
-//! hop-by-hop removal in both directions, and the `X-Forwarded-*` family.
+//! hop-by-hop removal in both directions (and the WebSocket upgrade that survives it), and
+//! the `X-Forwarded-*` family.
 
 use std::net::IpAddr;
 
@@ -76,6 +77,31 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     ] {
         headers.remove(name);
     }
+}
+
+/// Whether `headers` ask for a WebSocket upgrade: `Connection` names `upgrade` and
+/// `Upgrade` names `websocket` (RFC 6455 §4.1; both case-insensitive, on any line of
+/// either field). The method and the HTTP version are the caller's to check.
+pub fn wants_websocket(headers: &HeaderMap) -> bool {
+    has_token(headers, &CONNECTION, "upgrade") && has_token(headers, &UPGRADE, "websocket")
+}
+
+/// Sets `Connection: upgrade` and `Upgrade: websocket`: the two hop-by-hop headers a
+/// WebSocket handshake carries on each hop, put back after [`strip_hop_by_hop`].
+pub fn set_websocket_upgrade(headers: &mut HeaderMap) {
+    headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
+    headers.insert(UPGRADE, HeaderValue::from_static("websocket"));
+}
+
+/// Whether the comma-separated list in `name` (all its lines) holds `token`, ignoring
+/// case. `Upgrade` entries may carry a version (`websocket/13`); only the name counts.
+fn has_token(headers: &HeaderMap, name: &HeaderName, token: &str) -> bool {
+    headers
+        .get_all(name)
+        .iter()
+        .flat_map(|value| value.to_str().unwrap_or("").split(','))
+        .map(|item| item.split('/').next().unwrap_or("").trim())
+        .any(|item| item.eq_ignore_ascii_case(token))
 }
 
 /// Who the client is, per the trusted-proxy rules.
@@ -213,6 +239,38 @@ mod tests {
         headers.insert("x-second", HeaderValue::from_static("1"));
         strip_hop_by_hop(&mut headers);
         assert!(headers.is_empty());
+    }
+
+    #[test]
+    fn websocket_upgrade_detected_in_any_case_and_on_any_line() {
+        let mut headers = HeaderMap::new();
+        headers.insert(CONNECTION, HeaderValue::from_static("keep-alive, Upgrade"));
+        headers.insert(UPGRADE, HeaderValue::from_static("WebSocket"));
+        assert!(wants_websocket(&headers));
+        headers.insert(UPGRADE, HeaderValue::from_static("h2c"));
+        assert!(!wants_websocket(&headers));
+        headers.append(UPGRADE, HeaderValue::from_static("websocket/13"));
+        assert!(wants_websocket(&headers));
+        headers.insert(CONNECTION, HeaderValue::from_static("keep-alive"));
+        assert!(!wants_websocket(&headers));
+        headers.remove(CONNECTION);
+        assert!(!wants_websocket(&headers));
+    }
+
+    #[test]
+    fn websocket_upgrade_survives_stripping_when_set_again() {
+        let mut headers = HeaderMap::new();
+        headers.insert(CONNECTION, HeaderValue::from_static("Upgrade, x-hop"));
+        headers.insert(UPGRADE, HeaderValue::from_static("websocket"));
+        headers.insert("x-hop", HeaderValue::from_static("1"));
+        headers.insert("sec-websocket-key", HeaderValue::from_static("k"));
+        strip_hop_by_hop(&mut headers);
+        set_websocket_upgrade(&mut headers);
+        assert_eq!(headers[CONNECTION], "upgrade");
+        assert_eq!(headers[UPGRADE], "websocket");
+        assert!(!headers.contains_key("x-hop"));
+        assert!(headers.contains_key("sec-websocket-key"));
+        assert!(wants_websocket(&headers));
     }
 
     #[test]

@@ -49,3 +49,46 @@ pub struct AuthContext {
 pub fn auth_context<B>(request: &http::Request<B>) -> Option<&AuthContext> {
     request.extensions().get::<AuthContext>()
 }
+
+/// The certificate a client presented on a mutual-TLS connection, as plugins see it
+/// (`tls-client`). Read once per connection, shared by its requests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientCert {
+    /// The subject, as an RFC 4514 string.
+    pub subject: String,
+    /// DNS names and URIs of the subject alternative name extension.
+    pub sans: Vec<String>,
+    /// SHA-256 of the DER certificate, lower-case hex.
+    pub fingerprint_sha256: String,
+}
+
+impl ClientCert {
+    /// Reads a DER certificate (already verified by the TLS handshake). `None` when it
+    /// cannot be parsed (the handshake's verifier would have refused it first).
+    pub fn from_der(der: &[u8]) -> Option<ClientCert> {
+        use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
+        let (_, cert) = X509Certificate::from_der(der).ok()?;
+        let sans = cert
+            .subject_alternative_name()
+            .ok()
+            .flatten()
+            .map(|ext| {
+                ext.value
+                    .general_names
+                    .iter()
+                    .filter_map(|name| match name {
+                        GeneralName::DNSName(dns) => Some((*dns).to_owned()),
+                        GeneralName::URI(uri) => Some((*uri).to_owned()),
+                        _ => None,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let digest = ring::digest::digest(&ring::digest::SHA256, der);
+        Some(ClientCert {
+            subject: cert.subject().to_string(),
+            sans,
+            fingerprint_sha256: crate::config::plugins::hex(digest.as_ref()),
+        })
+    }
+}

@@ -9,11 +9,13 @@
 pub mod access_log;
 pub mod admin;
 pub mod apikey;
+pub mod authorize;
 pub mod body;
 pub mod cache;
 pub mod config;
 pub mod cors;
 pub mod error;
+pub mod filters;
 pub mod headers;
 pub mod identity;
 pub mod jwt;
@@ -29,3 +31,4 @@ pub mod throttle;
 pub mod tls;
 pub mod trace;
 pub mod upstream;
+pub mod websocket;

@@ -205,8 +205,10 @@ async fn shutdown_signal() {
 
 /// `weir plugin inspect FILE`.
 fn inspect_plugin(path: &Path) -> anyhow::Result<ExitCode> {
+    use std::io::Write;
     let inspection = weir::plugin::inspect::inspect(path).map_err(anyhow::Error::msg)?;
-    println!("file: {}\n{inspection}", path.display());
+    // A closed pipe (`weir plugin inspect … | head`) ends the output quietly.
+    let _ = writeln!(std::io::stdout(), "file: {}\n{inspection}", path.display());
     Ok(ExitCode::SUCCESS)
 }
 

@@ -7,18 +7,41 @@
 //! counters resolved on first use and then kept, so counting a request is a few atomic
 //! operations. Label values are bounded by the config (route, upstream and target names)
 //! or by fixed sets (method, status class, phase, reason) — never raw paths.
+//!
+//! The state backend and the response cache count into plain atomics of their own
+//! ([`StateStats`], kept by the [`State`]: the cache and the state are what a request
+//! reaches, and the state outlives reloads that leave `[state]` and `[cache]` alone).
+//! [`Metrics::scrape`] folds what they counted since the last scrape into the counters
+//! here, and sets the cache and backend gauges; when a reload replaced the state, the old
+//! one's last counts are folded in first, so these counters never go back either.
+//!
+//! Plugins and plugin authorizers work the same way: each [`Plugin`](crate::plugin::Plugin) counts its calls,
+//! failures and call times into a [`PluginStats`], each plugin authorizer its decision
+//! cache lookups into a [`CacheCounts`], and [`Metrics::scrape`] folds in what they
+//! counted since the last scrape. A reload keeps an unchanged plugin (and its counters);
+//! a replaced plugin or authorizer is read once more, and for as long as requests of the
+//! old config still hold it, before it is forgotten.
 
-use std::sync::atomic::{AtomicI64, AtomicU64};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
 use http::Method;
-use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::encoding::{
+    EncodeLabelSet, EncodeLabelValue, EncodeMetric, MetricEncoder, NoLabelSet,
+};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::Registry;
+
+use crate::authorize::{Authorizer, CacheCounts};
+use crate::pipeline::Gateway;
+use crate::plugin::Plugins;
+use crate::plugin::stats::{self, PluginStats, TimesSnapshot};
+use crate::state::{OnStateError, State, StateStats, StatsSnapshot, Use};
 
 /// Upper bounds (seconds) of the latency histograms' buckets.
 pub const LATENCY_BUCKETS_SECONDS: [f64; 15] = [
@@ -104,6 +127,65 @@ struct ResultLabels {
     result: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CacheLookupLabels {
+    route: String,
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteOnly {
+    route: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateErrorLabels {
+    op: &'static str,
+    kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FallbackLabels {
+    r#use: &'static str,
+    on_state_error: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BackendLabels {
+    backend: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PluginOnly {
+    plugin: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PluginExportLabels {
+    plugin: String,
+    export: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PluginReasonLabels {
+    plugin: String,
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AuthorizerCacheLabels {
+    authorizer: String,
+    result: &'static str,
+}
+
+/// The values of the `backend` label of `weir_state_backend_up`.
+const BACKENDS: [&str; 2] = ["memory", "redis"];
+
 /// How one attempt at an upstream target ended.
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
 #[allow(non_camel_case_types)]
@@ -129,6 +211,97 @@ fn latency_histogram() -> Histogram {
     Histogram::new(LATENCY_BUCKETS_SECONDS)
 }
 
+/// A histogram of plugin call times (buckets of [`stats::bucket_bound_seconds`], 10 µs to
+/// 5 s) that grows by whole bucket counts at scrape time, from the plugins' own atomics
+/// (`prometheus_client`'s `Histogram` only takes one observation at a time).
+#[derive(Debug, Clone, Default)]
+struct CallTimeHistogram(Arc<Mutex<TimesSnapshot>>);
+
+impl CallTimeHistogram {
+    fn add(&self, delta: &TimesSnapshot) {
+        let mut total = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        for (n, d) in total.buckets.iter_mut().zip(delta.buckets) {
+            *n += d;
+        }
+        total.sum_nanos += delta.sum_nanos;
+    }
+}
+
+impl TypedMetric for CallTimeHistogram {
+    const TYPE: MetricType = MetricType::Histogram;
+}
+
+impl EncodeMetric for CallTimeHistogram {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        let total = *self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let buckets: Vec<(f64, u64)> = total
+            .buckets
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| (stats::bucket_bound_seconds(i), n))
+            .collect();
+        let sum = total.sum_nanos as f64 / 1e9;
+        encoder.encode_histogram::<NoLabelSet>(sum, total.count(), &buckets, None)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        Self::TYPE
+    }
+}
+
+/// A counter source a reload may replace (a plugin's stats, an authorizer's cache
+/// counts), and what the last scrape read from it.
+#[derive(Debug)]
+struct Seen<S, C> {
+    name: Arc<str>,
+    source: Arc<S>,
+    counts: C,
+}
+
+/// Brings `seen` up to `live` (the running gateway's sources, by name): `add(name, now,
+/// before)` gets what each live source counted since the last call (all of it for a
+/// source not seen before), then what each source that is no longer live counted since.
+/// A source that is no longer live is kept, and read again next time, as long as someone
+/// besides `seen` holds it: a request of the old config may still count into it.
+/// Returns the names that were live before and are not now.
+fn fold<S, C: Default>(
+    seen: &mut Vec<Seen<S, C>>,
+    live: &[(&str, &Arc<S>)],
+    read: impl Fn(&S) -> C,
+    mut add: impl FnMut(&str, &C, &C),
+) -> Vec<Arc<str>> {
+    let mut old = std::mem::take(seen);
+    for &(name, source) in live {
+        let before = old
+            .iter()
+            .position(|s| Arc::ptr_eq(&s.source, source))
+            .map(|i| old.swap_remove(i).counts)
+            .unwrap_or_default();
+        let now = read(source);
+        add(name, &now, &before);
+        seen.push(Seen {
+            name: Arc::from(name),
+            source: source.clone(),
+            counts: now,
+        });
+    }
+    let mut gone = Vec::new();
+    for retired in old {
+        let now = read(&retired.source);
+        add(&retired.name, &now, &retired.counts);
+        if !live.iter().any(|(name, _)| **name == *retired.name) && !gone.contains(&retired.name) {
+            gone.push(retired.name.clone());
+        }
+        if Arc::strong_count(&retired.source) > 1 {
+            seen.push(Seen {
+                counts: now,
+                ..retired
+            });
+        }
+    }
+    gone
+}
+
 /// All of the gateway's metrics.
 pub struct Metrics {
     registry: Registry,
@@ -144,8 +317,33 @@ pub struct Metrics {
     open_connections: Family<ListenerLabels, Gauge>,
     connections: Family<ListenerLabels, Counter>,
     access_log_dropped: Counter,
+    cache_lookups: Family<CacheLookupLabels, Counter>,
+    cache_stores: Family<RouteOnly, Counter>,
+    cache_evictions: Family<ReasonLabels, Counter>,
+    cache_entries: Gauge,
+    cache_bytes: Gauge,
+    state_errors: Family<StateErrorLabels, Counter>,
+    state_fallbacks: Family<FallbackLabels, Counter>,
+    state_up: Family<BackendLabels, Gauge>,
+    plugin_calls: Family<PluginExportLabels, Counter>,
+    plugin_failures: Family<PluginReasonLabels, Counter>,
+    plugin_time: Family<PluginExportLabels, CallTimeHistogram>,
+    plugin_in_flight: Family<PluginOnly, Gauge>,
+    authorizer_cache: Family<AuthorizerCacheLabels, Counter>,
+    /// The state whose counters were folded in last, and their values then.
+    state_seen: Mutex<StateSeen>,
+    /// The plugins and plugin authorizers whose counters were folded in last.
+    plugins_seen: Mutex<Vec<Seen<PluginStats, stats::StatsSnapshot>>>,
+    authorizers_seen: Mutex<Vec<Seen<CacheCounts, [u64; 2]>>>,
     /// Serialises scrapes (encoding borrows the registry).
     scrape: Mutex<()>,
+}
+
+/// What [`Metrics::scrape`] last read from a state's counters.
+#[derive(Debug, Default)]
+struct StateSeen {
+    stats: Option<Arc<StateStats>>,
+    counts: StatsSnapshot,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -237,6 +435,91 @@ impl Metrics {
             "Access log lines dropped because the writer fell behind",
             access_log_dropped.clone(),
         );
+        let cache_lookups = Family::<CacheLookupLabels, Counter>::default();
+        registry.register(
+            "cache_lookups",
+            "Response cache lookups of GET and HEAD requests on cached routes, by route and \
+             result (hit, miss: as in x-cache)",
+            cache_lookups.clone(),
+        );
+        let cache_stores = Family::<RouteOnly, Counter>::default();
+        registry.register(
+            "cache_stores",
+            "Responses written to the cache, by route",
+            cache_stores.clone(),
+        );
+        let cache_evictions = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "cache_local_evictions",
+            "Entries removed from this process's cache by the entry or byte bound (lru) or \
+             because they had expired (expired)",
+            cache_evictions.clone(),
+        );
+        let cache_entries = Gauge::default();
+        registry.register(
+            "cache_local_entries",
+            "Entries in this process's cache (with Redis: the local fallback only)",
+            cache_entries.clone(),
+        );
+        let cache_bytes = Gauge::default();
+        registry.register(
+            "cache_local_bytes",
+            "Bytes (keys and stored responses) in this process's cache",
+            cache_bytes.clone(),
+        );
+        let state_errors = Family::<StateErrorLabels, Counter>::default();
+        registry.register(
+            "state_errors",
+            "Failed state backend operations, by operation and kind (down: not tried while \
+             the backend is considered down)",
+            state_errors.clone(),
+        );
+        let state_fallbacks = Family::<FallbackLabels, Counter>::default();
+        registry.register(
+            "state_fallbacks",
+            "Decisions taken without the state backend, by use and the route's on_state_error",
+            state_fallbacks.clone(),
+        );
+        let state_up = Family::<BackendLabels, Gauge>::default();
+        registry.register(
+            "state_backend_up",
+            "1 when the state backend answered its last operation, 0 while it is considered down",
+            state_up.clone(),
+        );
+        let plugin_calls = Family::<PluginExportLabels, Counter>::default();
+        registry.register(
+            "plugin_calls",
+            "Calls of plugin exports (handle, on-request, on-response, authorize), failed \
+             and refused ones included, by plugin and export",
+            plugin_calls.clone(),
+        );
+        let plugin_failures = Family::<PluginReasonLabels, Counter>::default();
+        registry.register(
+            "plugin_failures",
+            "Failed plugin calls, by plugin and reason (plugin_busy, plugin_timeout, \
+             plugin_memory, plugin_trap, plugin_bad_output, plugin_instantiate)",
+            plugin_failures.clone(),
+        );
+        let plugin_time = Family::<PluginExportLabels, CallTimeHistogram>::default();
+        registry.register(
+            "plugin_call_duration_seconds",
+            "Time of plugin calls that got an instance (instantiation included), by plugin \
+             and export",
+            plugin_time.clone(),
+        );
+        let plugin_in_flight = Family::<PluginOnly, Gauge>::default();
+        registry.register(
+            "plugin_instances_in_flight",
+            "Plugin instances alive now (each holds one of the plugin's concurrency permits)",
+            plugin_in_flight.clone(),
+        );
+        let authorizer_cache = Family::<AuthorizerCacheLabels, Counter>::default();
+        registry.register(
+            "authorizer_cache_lookups",
+            "Decision cache lookups of plugin authorizers with a cache_ttl, by authorizer and \
+             result (hit, miss: the plugin was called)",
+            authorizer_cache.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -251,6 +534,22 @@ impl Metrics {
             open_connections,
             connections,
             access_log_dropped,
+            cache_lookups,
+            cache_stores,
+            cache_evictions,
+            cache_entries,
+            cache_bytes,
+            state_errors,
+            state_fallbacks,
+            state_up,
+            plugin_calls,
+            plugin_failures,
+            plugin_time,
+            plugin_in_flight,
+            authorizer_cache,
+            state_seen: Mutex::new(StateSeen::default()),
+            plugins_seen: Mutex::new(Vec::new()),
+            authorizers_seen: Mutex::new(Vec::new()),
             scrape: Mutex::new(()),
         }
     }
@@ -262,6 +561,213 @@ impl Metrics {
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+
+    /// The exposition, with the figures of `gateway` (the running one: its state,
+    /// plugins and authorizers) brought up to date first: what the `/metrics` endpoint
+    /// serves.
+    pub fn scrape(&self, gateway: &Gateway) -> String {
+        self.observe_state(gateway.state());
+        self.observe_plugins(gateway.plugins());
+        self.observe_authorizers(gateway.authorizers());
+        self.encode()
+    }
+
+    /// Folds what the plugins counted since the last call into the counters and the
+    /// call-time histograms, and sets the in-flight gauges.
+    pub fn observe_plugins(&self, plugins: &Plugins) {
+        let live: Vec<(&str, &Arc<PluginStats>)> =
+            plugins.iter().map(|p| (&**p.name(), p.stats())).collect();
+        let gone = self.observe_plugin_stats(&live);
+        for plugin in plugins.iter() {
+            self.plugin_in_flight
+                .get_or_create(&PluginOnly {
+                    plugin: plugin.name().to_string(),
+                })
+                .set(i64::try_from(plugin.in_flight()).unwrap_or(i64::MAX));
+        }
+        for name in gone {
+            self.plugin_in_flight.remove(&PluginOnly {
+                plugin: name.to_string(),
+            });
+        }
+    }
+
+    /// [`fold`]s the live plugins' stats into the counters; returns the names gone.
+    fn observe_plugin_stats(&self, live: &[(&str, &Arc<PluginStats>)]) -> Vec<Arc<str>> {
+        let mut seen = self
+            .plugins_seen
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        fold(
+            &mut seen,
+            live,
+            PluginStats::snapshot,
+            |name, now, before| {
+                self.add_plugin_counts(name, now, before);
+            },
+        )
+    }
+
+    /// Adds `now - before` of one plugin. Every series of its exports and every failure
+    /// reason exists from its first scrape, so that `increase()` sees the first call.
+    fn add_plugin_counts(
+        &self,
+        plugin: &str,
+        now: &stats::StatsSnapshot,
+        before: &stats::StatsSnapshot,
+    ) {
+        let delta = |now: u64, before: u64| now.saturating_sub(before);
+        for ((export, has, n), (.., n_before)) in now.calls().zip(before.calls()) {
+            let d = delta(n, n_before);
+            if !has && d == 0 {
+                continue;
+            }
+            let labels = PluginExportLabels {
+                plugin: plugin.to_owned(),
+                export: export.as_str(),
+            };
+            self.plugin_calls.get_or_create(&labels).inc_by(d);
+            self.plugin_time
+                .get_or_create(&labels)
+                .add(&now.times(export).since(before.times(export)));
+        }
+        for ((reason, n), (_, n_before)) in now.failures().zip(before.failures()) {
+            let labels = PluginReasonLabels {
+                plugin: plugin.to_owned(),
+                reason,
+            };
+            self.plugin_failures
+                .get_or_create(&labels)
+                .inc_by(delta(n, n_before));
+        }
+    }
+
+    /// Folds what the plugin authorizers' decision caches counted since the last call
+    /// into `weir_authorizer_cache_lookups_total`.
+    pub fn observe_authorizers(&self, authorizers: &[Authorizer]) {
+        let mut seen = self
+            .authorizers_seen
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let live: Vec<(&str, &Arc<CacheCounts>)> = authorizers
+            .iter()
+            .filter_map(|a| match a {
+                Authorizer::Plugin(plugin) => Some((a.name(), plugin.cache_counters()?)),
+                Authorizer::Jwt(_) => None,
+            })
+            .collect();
+        let read = |c: &CacheCounts| {
+            [
+                c.hits.load(Ordering::Relaxed),
+                c.misses.load(Ordering::Relaxed),
+            ]
+        };
+        fold(&mut seen, &live, read, |name, now, before| {
+            for ((result, n), n_before) in ["hit", "miss"].into_iter().zip(now).zip(before) {
+                self.authorizer_cache
+                    .get_or_create(&AuthorizerCacheLabels {
+                        authorizer: name.to_owned(),
+                        result,
+                    })
+                    .inc_by(n.saturating_sub(*n_before));
+            }
+        });
+    }
+
+    /// Folds what `state` counted since the last call into the counters, and sets the
+    /// cache and backend gauges.
+    pub fn observe_state(&self, state: &State) {
+        let mut seen = self
+            .state_seen
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let stats = state.stats();
+        if !seen.stats.as_ref().is_some_and(|s| Arc::ptr_eq(s, stats)) {
+            // A reload replaced the state: count what the old one did since the last scrape.
+            if let Some(old) = seen.stats.take() {
+                self.add_state_counts(&old.snapshot(), &seen.counts, false);
+            }
+            seen.counts = StatsSnapshot::default();
+            seen.stats = Some(stats.clone());
+        }
+        let now = stats.snapshot();
+        // With Redis, every error and fallback series exists from the first scrape, so that
+        // `increase()` sees the first one.
+        let shared = state.backend_name() != "memory";
+        self.add_state_counts(&now, &seen.counts, shared);
+        seen.counts = now;
+
+        let (entries, bytes) = state.local().cache_usage();
+        self.cache_entries
+            .set(i64::try_from(entries).unwrap_or(i64::MAX));
+        self.cache_bytes
+            .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+        for backend in BACKENDS {
+            let labels = BackendLabels { backend };
+            if backend == state.backend_name() {
+                self.state_up
+                    .get_or_create(&labels)
+                    .set(i64::from(state.is_healthy()));
+            } else {
+                self.state_up.remove(&labels);
+            }
+        }
+    }
+
+    /// Adds `now - before` to the state and cache counters; series still at zero are
+    /// created only with `zeros`.
+    fn add_state_counts(&self, now: &StatsSnapshot, before: &StatsSnapshot, zeros: bool) {
+        let delta = |now: u64, before: u64| now.saturating_sub(before);
+        // Both sides list every (op, kind) and (use, choice) in the same order.
+        for ((op, kind, n), (.., n_before)) in now.errors().zip(before.errors()) {
+            let d = delta(n, n_before);
+            if d > 0 || zeros {
+                let labels = StateErrorLabels {
+                    op: op.as_str(),
+                    kind: kind.as_str(),
+                };
+                self.state_errors.get_or_create(&labels).inc_by(d);
+            }
+        }
+        for ((what, choice, n), (.., n_before)) in now.fallbacks().zip(before.fallbacks()) {
+            let d = delta(n, n_before);
+            // Plugin KV errors always go back to the plugin ("closed").
+            let possible = what != Use::Kv || choice == OnStateError::Closed;
+            if d > 0 || (zeros && possible) {
+                let labels = FallbackLabels {
+                    r#use: what.as_str(),
+                    on_state_error: choice.as_str(),
+                };
+                self.state_fallbacks.get_or_create(&labels).inc_by(d);
+            }
+        }
+        for ((why, n), (_, n_before)) in now.evictions().zip(before.evictions()) {
+            let labels = ReasonLabels {
+                reason: why.as_str(),
+            };
+            self.cache_evictions
+                .get_or_create(&labels)
+                .inc_by(delta(n, n_before));
+        }
+        for (route, counts) in now.routes() {
+            let was = before.route(route);
+            let lookups = |result| CacheLookupLabels {
+                route: route.to_string(),
+                result,
+            };
+            self.cache_lookups
+                .get_or_create(&lookups("hit"))
+                .inc_by(delta(counts.hits, was.hits));
+            self.cache_lookups
+                .get_or_create(&lookups("miss"))
+                .inc_by(delta(counts.misses, was.misses));
+            self.cache_stores
+                .get_or_create(&RouteOnly {
+                    route: route.to_string(),
+                })
+                .inc_by(delta(counts.stores, was.stores));
+        }
     }
 
     /// The handles of one route (or of unmatched requests, with [`NO_ROUTE`]).
@@ -425,6 +931,11 @@ impl TargetMetrics {
 mod tests {
     use super::*;
 
+    fn scrape_state(metrics: &Metrics, state: &State) -> String {
+        metrics.observe_state(state);
+        metrics.encode()
+    }
+
     #[test]
     fn exposition_has_route_counters_and_histograms() {
         let metrics = Arc::new(Metrics::new());
@@ -458,6 +969,189 @@ mod tests {
             text.contains(r#"weir_refused_requests_total{route="",phase="route",status="404",reason="no_route"} 1"#),
             "{text}"
         );
+    }
+
+    const BOUNDS: crate::state::CacheBounds = crate::state::CacheBounds {
+        max_entries: 1,
+        max_bytes: 1 << 20,
+    };
+
+    #[tokio::test]
+    async fn cache_figures_are_folded_in_at_scrape_time_and_survive_a_new_state() {
+        let metrics = Metrics::new();
+        let state = State::memory(BOUNDS);
+        let counters = state.stats().cache_route("pages");
+        counters.hit();
+        counters.miss();
+        for key in ["4:pages:a", "4:pages:b"] {
+            let value = bytes::Bytes::from_static(b"body");
+            let ttl = Duration::from_secs(60);
+            assert!(
+                state
+                    .cache_put("pages", key, value, ttl, OnStateError::Open)
+                    .await
+            );
+            counters.stored();
+        }
+        let text = scrape_state(&metrics, &state);
+        for line in [
+            r#"weir_cache_lookups_total{route="pages",result="hit"} 1"#,
+            r#"weir_cache_lookups_total{route="pages",result="miss"} 1"#,
+            r#"weir_cache_stores_total{route="pages"} 2"#,
+            r#"weir_cache_local_evictions_total{reason="lru"} 1"#,
+            r#"weir_cache_local_evictions_total{reason="expired"} 0"#,
+            "weir_cache_local_entries 1",
+            "weir_cache_local_bytes 13",
+            r#"weir_state_backend_up{backend="memory"} 1"#,
+        ] {
+            assert!(text.contains(line), "{line} in {text}");
+        }
+        assert!(
+            !text.contains("weir_state_errors_total"),
+            "no error series for the memory backend: {text}"
+        );
+        // A later scrape adds what is new.
+        counters.hit();
+        let text = scrape_state(&metrics, &state);
+        assert!(text.contains(r#"weir_cache_lookups_total{route="pages",result="hit"} 2"#));
+
+        // A reload that replaces the state: what the old one counted since the last
+        // scrape is kept, and the new one counts on top.
+        counters.hit();
+        let fresh = State::memory(BOUNDS);
+        fresh.stats().cache_route("pages").hit();
+        let text = scrape_state(&metrics, &fresh);
+        assert!(
+            text.contains(r#"weir_cache_lookups_total{route="pages",result="hit"} 4"#),
+            "{text}"
+        );
+        assert!(text.contains("weir_cache_local_entries 0"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn state_errors_and_fallbacks_are_counted_by_kind_and_choice() {
+        let settings = crate::state::StateSettings::Redis(crate::state::RedisSettings {
+            // Port 1: nothing listens there.
+            url: "redis://127.0.0.1:1".to_owned(),
+            timeout: Duration::from_millis(50),
+            connect_timeout: Duration::from_millis(50),
+            retry_interval: Duration::from_secs(60),
+            prefix: "weir:".to_owned(),
+        });
+        let state = State::new(&settings, BOUNDS).expect("state");
+        let metrics = Metrics::new();
+        let text = scrape_state(&metrics, &state);
+        for line in [
+            r#"weir_state_backend_up{backend="redis"} 1"#,
+            r#"weir_state_errors_total{op="take",kind="connection"} 0"#,
+            r#"weir_state_fallbacks_total{use="quota",on_state_error="closed"} 0"#,
+        ] {
+            assert!(text.contains(line), "{line} in {text}");
+        }
+        assert!(
+            !text.contains(r#"use="kv",on_state_error="open""#),
+            "{text}"
+        );
+
+        let limit = crate::state::Limit {
+            rate: 1.0,
+            burst: 1,
+        };
+        assert!(state.take("k", limit, OnStateError::Open).await.is_ok());
+        assert!(state.take("k", limit, OnStateError::Closed).await.is_err());
+        assert!(state.cache_get("k", OnStateError::Local).await.is_none());
+        let text = scrape_state(&metrics, &state);
+        for line in [
+            r#"weir_state_backend_up{backend="redis"} 0"#,
+            // The first call found the server missing; the others did not try.
+            r#"weir_state_errors_total{op="take",kind="down"} 1"#,
+            r#"weir_state_errors_total{op="cache_get",kind="down"} 1"#,
+            r#"weir_state_fallbacks_total{use="limit",on_state_error="open"} 1"#,
+            r#"weir_state_fallbacks_total{use="limit",on_state_error="closed"} 1"#,
+            r#"weir_state_fallbacks_total{use="cache",on_state_error="local"} 1"#,
+        ] {
+            assert!(text.contains(line), "{line} in {text}");
+        }
+        let first_failures: f64 = text
+            .lines()
+            .filter(|l| l.starts_with(r#"weir_state_errors_total{op="take",kind="#))
+            .filter(|l| !l.contains(r#"kind="down""#))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum();
+        assert_eq!(first_failures, 1.0, "{text}");
+    }
+
+    #[test]
+    fn plugin_figures_are_folded_in_at_scrape_time_and_never_go_back() {
+        use crate::plugin::PluginError;
+        use crate::plugin::stats::Export;
+
+        let metrics = Metrics::new();
+        let exports = ["on-request".to_owned(), "on-response".to_owned()];
+        let kept = Arc::new(PluginStats::new(&exports));
+        let old = Arc::new(PluginStats::new(&["handle".to_owned()]));
+        kept.ran(Export::OnRequest, Duration::from_micros(30), None);
+        kept.refused(Export::OnRequest, &PluginError::Busy);
+        old.ran(Export::Handle, Duration::from_millis(2), None);
+        metrics.observe_plugin_stats(&[("filter", &kept), ("handler", &old)]);
+        let text = metrics.encode();
+        for line in [
+            r#"weir_plugin_calls_total{plugin="filter",export="on-request"} 2"#,
+            r#"weir_plugin_calls_total{plugin="filter",export="on-response"} 0"#,
+            r#"weir_plugin_failures_total{plugin="filter",reason="plugin_busy"} 1"#,
+            r#"weir_plugin_failures_total{plugin="filter",reason="plugin_trap"} 0"#,
+            r#"weir_plugin_call_duration_seconds_count{plugin="filter",export="on-request"} 1"#,
+            r#"weir_plugin_call_duration_seconds_bucket{le="0.00005",plugin="filter",export="on-request"} 1"#,
+            r#"weir_plugin_call_duration_seconds_bucket{le="0.000025",plugin="filter",export="on-request"} 0"#,
+            r#"weir_plugin_call_duration_seconds_sum{plugin="handler",export="handle"} 0.002"#,
+            r#"weir_plugin_calls_total{plugin="handler",export="handle"} 1"#,
+            "# TYPE weir_plugin_call_duration_seconds histogram",
+        ] {
+            assert!(text.contains(line), "{line} in {text}");
+        }
+        assert!(
+            !text.contains(r#"plugin="filter",export="handle""#),
+            "only the exports the component has: {text}"
+        );
+
+        // A reload replaces `handler` by a new load of the same name; a request of the old
+        // config still holds the old one and counts into it after the scrape below.
+        let new = Arc::new(PluginStats::new(&["handle".to_owned()]));
+        old.ran(Export::Handle, Duration::from_millis(2), None);
+        new.ran(Export::Handle, Duration::from_millis(2), None);
+        let gone = metrics.observe_plugin_stats(&[("filter", &kept), ("handler", &new)]);
+        assert!(gone.is_empty());
+        let calls = |text: &str| {
+            text.lines()
+                .find(|l| l.starts_with(r#"weir_plugin_calls_total{plugin="handler""#))
+                .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        };
+        assert_eq!(calls(&metrics.encode()), Some(3));
+        let error = PluginError::Timeout(Duration::from_secs(1));
+        old.ran(Export::Handle, Duration::from_secs(1), Some(&error));
+        drop(old);
+        // Then it is removed from the config: its last counts are kept, it is forgotten.
+        let gone = metrics.observe_plugin_stats(&[("filter", &kept)]);
+        assert_eq!(gone, [Arc::from("handler")]);
+        let text = metrics.encode();
+        assert_eq!(calls(&text), Some(4), "{text}");
+        assert!(
+            text.contains(
+                r#"weir_plugin_failures_total{plugin="handler",reason="plugin_timeout"} 1"#
+            )
+        );
+        assert!(text.contains(
+            r#"weir_plugin_call_duration_seconds_count{plugin="handler",export="handle"} 4"#
+        ));
+        assert_eq!(metrics.plugins_seen.lock().expect("lock").len(), 2);
+        drop(new);
+        metrics.observe_plugin_stats(&[("filter", &kept)]);
+        assert_eq!(
+            metrics.plugins_seen.lock().expect("lock").len(),
+            1,
+            "plugins no request can count into any more are forgotten"
+        );
+        assert_eq!(calls(&metrics.encode()), Some(4));
     }
 
     #[test]

@@ -15,6 +15,7 @@
 //! back an [`Exchange`] (what the request was and what happened to it) that the transport
 //! [`finish`](Exchange::finish)es with the number of bytes it sent.
 
+use std::borrow::Cow;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -25,11 +26,13 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::access_log::{self, AccessLog, Entry};
 use crate::apikey::{self, ApiKeyName, ApiKeyTable, UnixClock};
+use crate::authorize::{Authorizer, PluginAuthorizer, Subject, UsagePlanKey};
 use crate::body::Body;
 use crate::cache::{Head, Lookup, ResponseCache};
-use crate::config::{Config, Integration, Route};
+use crate::config::{AuthorizerKind, Config, Integration, Route};
 use crate::cors::{self, CorsReply};
 use crate::error::GatewayError;
+use crate::filters::{FilterContext, Inbound};
 use crate::headers::{self, X_REQUEST_ID};
 use crate::identity::Principal;
 use crate::jwt::{AuthError, JwtAuthorizer};
@@ -43,6 +46,7 @@ use crate::throttle::{self, Throttles};
 use crate::tls::{self, TlsError};
 use crate::trace::TraceContext;
 use crate::upstream::{Forward, UpstreamPool, UpstreamReport};
+use crate::websocket;
 
 /// Where a request came from (one per client connection).
 #[derive(Debug, Clone)]
@@ -91,7 +95,8 @@ pub enum BuildError {
 /// builds a new one and swaps it in whole.
 pub struct Gateway {
     config: Arc<Config>,
-    upstreams: Vec<UpstreamPool>,
+    /// `[upstreams]`, same order as `config.upstreams` (shared with plugins' `outbound`).
+    upstreams: Arc<[UpstreamPool]>,
     tls: Option<TlsAcceptor>,
     metrics: Arc<Metrics>,
     /// Per route, same order as `config.routes`.
@@ -104,7 +109,7 @@ pub struct Gateway {
     throttles: Throttles,
     cache: ResponseCache,
     /// `[authorizers]`, same order as `config.access.authorizers`.
-    authorizers: Vec<JwtAuthorizer>,
+    authorizers: Vec<Authorizer>,
     /// `[[api_keys]]` and their usage plans.
     api_keys: ApiKeyTable,
     /// `[plugins]`, compiled and linked, same order as `config.plugins`.
@@ -232,7 +237,18 @@ impl Gateway {
         metrics: Arc<Metrics>,
         access_log: Arc<AccessLog>,
     ) -> Result<Gateway, BuildError> {
-        let upstreams = config
+        Self::build_after(config, metrics, access_log, None)
+    }
+
+    /// [`build`](Self::build) for a reload: what can be kept of `previous` is kept
+    /// (plugins whose file and limits did not change are not compiled again).
+    pub fn build_after(
+        config: Config,
+        metrics: Arc<Metrics>,
+        access_log: Arc<AccessLog>,
+        previous: Option<&Gateway>,
+    ) -> Result<Gateway, BuildError> {
+        let upstreams: Arc<[UpstreamPool]> = config
             .upstreams
             .iter()
             .map(|u| {
@@ -241,7 +257,8 @@ impl Gateway {
                     source,
                 })
             })
-            .collect::<Result<_, _>>()?;
+            .collect::<Result<Vec<_>, _>>()?
+            .into();
         let tls = match &config.server.tls {
             Some(settings) => Some(TlsAcceptor::from(
                 tls::server_config(settings).map_err(BuildError::ServerTls)?,
@@ -261,20 +278,39 @@ impl Gateway {
         let state = Arc::new(State::new(&config.traffic.state, bounds).map_err(BuildError::State)?);
         let throttles = Throttles::new(&config);
         let cache = ResponseCache::new(limits);
+        let plugins = Plugins::build(&config, previous.map(|p| &p.plugins))
+            .map_err(|(plugin, source)| BuildError::Plugin { plugin, source })?;
         let authorizers = config
             .access
             .authorizers
             .iter()
-            .map(|a| {
-                JwtAuthorizer::new(&a.name, &a.jwt).map_err(|source| BuildError::Authorizer {
-                    authorizer: a.name.clone(),
-                    source,
-                })
+            .map(|a| match &a.kind {
+                AuthorizerKind::Jwt(jwt) => JwtAuthorizer::new(&a.name, jwt)
+                    .map(Authorizer::Jwt)
+                    .map_err(|source| BuildError::Authorizer {
+                        authorizer: a.name.clone(),
+                        source,
+                    }),
+                AuthorizerKind::Plugin(settings) => {
+                    // Validation resolved the name; `Plugins::build` loaded every plugin.
+                    let plugin = plugins
+                        .get(settings.plugin.plugin)
+                        .cloned()
+                        .ok_or_else(|| BuildError::Plugin {
+                            plugin: a.name.clone(),
+                            source: plugin::LoadError::Runtime("plugin not loaded".to_owned()),
+                        })?;
+                    let outbound = plugin::Outbound {
+                        pools: upstreams.clone(),
+                        allowed: settings.plugin.upstreams.clone(),
+                    };
+                    Ok(Authorizer::Plugin(PluginAuthorizer::new(
+                        &a.name, settings, plugin, outbound,
+                    )))
+                }
             })
             .collect::<Result<_, _>>()?;
         let api_keys = ApiKeyTable::new(&config.access, apikey::system_clock());
-        let plugins = Plugins::build(&config)
-            .map_err(|(plugin, source)| BuildError::Plugin { plugin, source })?;
         Ok(Gateway {
             plugins,
             state,
@@ -299,7 +335,11 @@ impl Gateway {
     /// Fetches the key sets of authorizers whose `jwks` is a URL (at start and after a
     /// reload, before serving). A failed fetch is logged; requests retry it.
     pub async fn load_keys(&self) {
-        futures_util::future::join_all(self.authorizers.iter().map(JwtAuthorizer::load)).await;
+        futures_util::future::join_all(self.authorizers.iter().filter_map(|a| match a {
+            Authorizer::Jwt(jwt) => Some(jwt.load()),
+            Authorizer::Plugin(_) => None,
+        }))
+        .await;
     }
 
     /// Replaces the clock usage-plan quotas are counted on (tests crossing a period).
@@ -323,6 +363,16 @@ impl Gateway {
 
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
+    }
+
+    /// `[plugins]`, compiled and linked, in `config.plugins` order.
+    pub fn plugins(&self) -> &Plugins {
+        &self.plugins
+    }
+
+    /// `[authorizers]`, in `config.access.authorizers` order.
+    pub fn authorizers(&self) -> &[Authorizer] {
+        &self.authorizers
     }
 
     pub fn access_log(&self) -> &Arc<AccessLog> {
@@ -422,15 +472,21 @@ impl Gateway {
             .extensions()
             .get::<ApiKeyName>()
             .map(|key| key.0.clone());
-        let mut response = match self.cache_lookup(Head::of(&request), &routed).await {
+        // A stored response is no answer to a WebSocket handshake.
+        let lookup = if routed.route.traffic.cache.is_some() && !websocket::is_handshake(&request) {
+            self.cache_lookup(Head::of(&request), &routed).await
+        } else {
+            Lookup::Off
+        };
+        let mut response = match lookup {
             Lookup::Hit(response) => {
                 exchange.cache = Some("hit");
                 response
             }
-            Lookup::Off => self.integrate(request, &routed, conn, exchange).await?,
+            Lookup::Off => self.filtered(request, &routed, conn, exchange).await?,
             Lookup::Miss(fill) => {
                 exchange.cache = Some("miss");
-                let response = self.integrate(request, &routed, conn, exchange).await?;
+                let response = self.filtered(request, &routed, conn, exchange).await?;
                 self.cache.store(&self.state, response, fill).await?
             }
         };
@@ -473,8 +529,19 @@ impl Gateway {
         let Some(index) = access.authorizer else {
             return Ok(());
         };
-        let Some(authorizer) = self.authorizers.get(index) else {
-            return Err(GatewayError::AuthorizerUnavailable(Arc::from("?")));
+        let authorizer = match self.authorizers.get(index) {
+            Some(Authorizer::Jwt(jwt)) => jwt,
+            Some(Authorizer::Plugin(authorizer)) => {
+                let subject = Subject {
+                    path: routed.path.as_str(),
+                    params: &routed.params,
+                    client: exchange.client,
+                    request_id: &exchange.request_id,
+                    state: &self.state,
+                };
+                return authorizer.authorize(request, subject).await;
+            }
+            None => return Err(GatewayError::AuthorizerUnavailable(Arc::from("?"))),
         };
         authorizer
             .authorize(request, &access.scopes)
@@ -498,9 +565,20 @@ impl Gateway {
         if !routed.route.access.api_key {
             return Ok(None);
         }
+        // A plugin authorizer may have chosen the key (its usage-plan key).
+        let chosen = request
+            .extensions()
+            .get::<UsagePlanKey>()
+            .map(|key| key.0.clone());
         let (name, decision) = self
             .api_keys
-            .check(&self.state, routed.index, routed.route, request.headers())
+            .check(
+                &self.state,
+                routed.index,
+                routed.route,
+                request.headers(),
+                chosen.as_deref(),
+            )
             .await?;
         // The backend needs to know who called, not the caller's secret.
         request.headers_mut().remove(self.api_keys.header());
@@ -629,11 +707,63 @@ impl Gateway {
         }
     }
 
-    /// `integrate`: the route's upstream or mock produces the response.
+    /// `request_filters` → `integrate` → `response_filters`. A route without filters goes
+    /// straight to `integrate`; the filter phases are boxed, so that routes without them
+    /// do not carry their state in every request's future.
+    async fn filtered(
+        &self,
+        request: Request<Body>,
+        routed: &Routed<'_>,
+        conn: &ConnInfo,
+        exchange: &mut Exchange,
+    ) -> Result<Response<Body>, GatewayError> {
+        let path = routed.path.as_str();
+        if routed.route.filters.is_empty() {
+            return self.integrate(request, routed, path, conn, exchange).await;
+        }
+        Box::pin(async move {
+            // `integrate` needs the exchange mutably; the filters read a copy of the id.
+            let request_id = exchange.request_id.clone();
+            let context = FilterContext {
+                plugins: &self.plugins,
+                state: &self.state,
+                upstreams: &self.upstreams,
+                request_id: &request_id,
+                client: exchange.client,
+                params: &routed.params,
+                max_body: routed.route.max_body.unwrap_or(self.config.server.max_body),
+                paths: &self.config.server.paths,
+            };
+            let filters = &routed.route.filters;
+            match context
+                .on_request(filters, request, Cow::Borrowed(path))
+                .await?
+            {
+                Inbound::Respond { response, pending } => {
+                    context.on_response(pending, response).await
+                }
+                Inbound::Continue {
+                    request,
+                    path,
+                    pending,
+                } => {
+                    let response = self
+                        .integrate(request, routed, &path, conn, exchange)
+                        .await?;
+                    context.on_response(pending, response).await
+                }
+            }
+        })
+        .await
+    }
+
+    /// `integrate`: the route's upstream, mock or handler produces the response. `path`
+    /// is the canonical path, as the request filters left it.
     async fn integrate(
         &self,
         request: Request<Body>,
         routed: &Routed<'_>,
+        path: &str,
         conn: &ConnInfo,
         exchange: &mut Exchange,
     ) -> Result<Response<Body>, GatewayError> {
@@ -643,52 +773,93 @@ impl Gateway {
                 let Some(upstream) = self.upstreams.get(*index) else {
                     return Err(GatewayError::NoRoute);
                 };
-                self.proxy(request, routed, conn, upstream, exchange).await
+                self.proxy(request, routed, path, conn, upstream, exchange)
+                    .await
             }
-            Integration::Handler(use_) => self.handler(request, routed, use_, exchange).await,
+            Integration::Handler(use_) => {
+                self.handler(request, routed, path, use_, conn, exchange)
+                    .await
+            }
         }
     }
 
     /// The `handler` integration: a Wasm plugin answers, in a fresh instance. The body is
-    /// buffered for it only when its use says `body = true`.
+    /// buffered for it only when its use says `body = true`. A standard `wasi:http/proxy`
+    /// component gets the request as an upstream would (hop-by-hop fields dropped,
+    /// `X-Forwarded-*` and `traceparent` set), its body streamed up to `max_body`, and
+    /// streams its response back.
     async fn handler(
         &self,
         request: Request<Body>,
         routed: &Routed<'_>,
+        path: &str,
         use_: &crate::config::PluginUse,
+        conn: &ConnInfo,
         exchange: &Exchange,
     ) -> Result<Response<Body>, GatewayError> {
         let Some(plugin) = self.plugins.get(use_.plugin) else {
             return Err(GatewayError::NoRoute);
         };
-        let (parts, body) = request.into_parts();
-        let body = if use_.body {
-            let limit = use_
-                .max_body
-                .or(routed.route.max_body)
-                .unwrap_or(self.config.server.max_body);
-            Some(buffer_body(&parts.headers, body, limit).await?)
-        } else {
-            None
-        };
-        let wit_request = plugin::convert::request(
-            &parts,
-            routed.path.as_str(),
-            &routed.params,
-            exchange.client,
-            body,
-        );
+        let limit = use_
+            .max_body
+            .or(routed.route.max_body)
+            .unwrap_or(self.config.server.max_body);
         let call = plugin::CallInfo {
             plugin: plugin.name().clone(),
             request_id: Arc::from(exchange.request_id.to_str().unwrap_or("")),
             config: use_.config.clone(),
             state: self.state.clone(),
+            outbound: plugin::Outbound {
+                pools: self.upstreams.clone(),
+                allowed: use_.upstreams.clone(),
+            },
         };
         let failed = |error| GatewayError::Plugin {
             phase: crate::error::Phase::Integrate,
             plugin: plugin.name().clone(),
             error,
         };
+        let (mut parts, mut body) = request.into_parts();
+        if plugin.speaks_wasi_http() {
+            limit_body(&parts.headers, &mut body, limit)?;
+            let faults = body.watch_faults();
+            let host = parts
+                .uri
+                .authority()
+                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+                .or_else(|| parts.headers.get(HOST).cloned());
+            headers::strip_hop_by_hop(&mut parts.headers);
+            let proto = if conn.tls { "https" } else { "http" };
+            let trusted = &self.config.server.trusted_proxies;
+            headers::set_forwarded(
+                &mut parts.headers,
+                conn.peer.ip(),
+                trusted,
+                proto,
+                host.as_ref(),
+            );
+            exchange.trace.apply(&mut parts.headers);
+            let request = Request::from_parts(parts, body);
+            let response = plugin
+                .handle_wasi_http(call, request, path, conn.tls)
+                .await;
+            // A body past `max_body` is the client's fault, whatever the guest made of it.
+            let too_large = faults
+                .as_ref()
+                .and_then(|faults| faults.fault())
+                .is_some_and(|fault| matches!(fault, crate::body::BodyFault::TooLarge(_)));
+            if too_large {
+                return Err(GatewayError::BodyTooLarge { limit });
+            }
+            return response.map_err(failed);
+        }
+        let body = if use_.body {
+            Some(buffer_body(&parts.headers, body, limit).await?)
+        } else {
+            None
+        };
+        let wit_request =
+            plugin::convert::request(&parts, path, &routed.params, exchange.client, body);
         let response = plugin.handle(call, wit_request).await.map_err(failed)?;
         plugin::convert::response(response).map_err(failed)
     }
@@ -699,6 +870,7 @@ impl Gateway {
         &self,
         request: Request<Body>,
         routed: &Routed<'_>,
+        path: &str,
         conn: &ConnInfo,
         upstream: &UpstreamPool,
         exchange: &mut Exchange,
@@ -714,7 +886,12 @@ impl Gateway {
             .authority()
             .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
             .or_else(|| parts.headers.get(HOST).cloned());
+        // A WebSocket handshake keeps its upgrade headers; see `crate::websocket`.
+        let handshake = crate::websocket::Handshake::take(&mut parts);
         headers::strip_hop_by_hop(&mut parts.headers);
+        if handshake.is_some() {
+            headers::set_websocket_upgrade(&mut parts.headers);
+        }
         let proto = if conn.tls { "https" } else { "http" };
         let trusted = &self.config.server.trusted_proxies;
         headers::set_forwarded(
@@ -727,8 +904,8 @@ impl Gateway {
         exchange.trace.apply(&mut parts.headers);
 
         let path_and_query = match parts.uri.query() {
-            Some(query) => format!("{}?{}", routed.path.as_str(), query),
-            None => routed.path.as_str().to_owned(),
+            Some(query) => format!("{path}?{query}"),
+            None => path.to_owned(),
         };
         let request = Request::from_parts(parts, body);
         let mut response = upstream
@@ -736,10 +913,22 @@ impl Gateway {
                 request,
                 Forward {
                     path_and_query: &path_and_query,
+                    upgrade: handshake.is_some(),
                 },
                 &mut exchange.upstream,
             )
             .await?;
+        if let Some(handshake) = handshake {
+            let limits = routed.route.websocket;
+            let target = exchange.upstream.target.clone();
+            return handshake.answer(
+                response,
+                limits,
+                upstream.name(),
+                exchange.request_id(),
+                target,
+            );
+        }
         headers::strip_hop_by_hop(response.headers_mut());
         Ok(response)
     }
@@ -747,7 +936,7 @@ impl Gateway {
 
 /// Reads a whole request body of at most `limit` bytes (`413` past it, before reading
 /// when `Content-Length` says so).
-async fn buffer_body(
+pub(crate) async fn buffer_body(
     headers: &HeaderMap,
     mut body: Body,
     limit: u64,

@@ -18,6 +18,11 @@
 //!   connection, the whole head must follow within it (slow-loris defence);
 //! - `idle_timeout`: a connection with no request in flight and no traffic is closed.
 //!
+//! A proxied WebSocket handshake answered `101` carries a [`Tunnel`] in the response's
+//! extensions: once hyper has sent the `101` and handed the connection over, the
+//! connection's task runs the tunnel (with its own timeouts, see [`crate::websocket`]),
+//! so that it keeps its permit of the connection cap and its place in the drain.
+//!
 //! On shutdown, the public listeners close, every public connection is asked to finish
 //! its in-flight requests and close, and [`Server::run`] returns when all are done or
 //! `shutdown_grace` has passed. The admin listener stays up until then, answering
@@ -29,8 +34,8 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Mutex, OnceLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -54,6 +59,7 @@ use crate::config::{self, Config, ConfigErrors};
 use crate::error::json_response;
 use crate::metrics::Metrics;
 use crate::pipeline::{BuildError, ConnInfo, Exchange, Gateway};
+use crate::websocket::Tunnel;
 
 /// Room hyper's own HTTP/1 read buffer leaves above `max_header_bytes`, so that the
 /// gateway's JSON `431` answers before hyper's bare one.
@@ -185,7 +191,8 @@ impl Shared {
         };
         let max_connections = config.server.max_connections;
         let gateway = Arc::new(
-            Gateway::build(config, self.metrics.clone(), access_log)?.keep_state_of(&current),
+            Gateway::build_after(config, self.metrics.clone(), access_log, Some(&current))?
+                .keep_state_of(&current),
         );
         gateway.load_keys().await;
         self.set_connection_cap(max_connections);
@@ -525,14 +532,18 @@ async fn serve_connection<I>(
         activity: activity.clone(),
     });
     let info = Arc::new(info);
+    // Where a `101` leaves its tunnel, to run once the connection is handed over.
+    let switched: Arc<Mutex<Option<Tunnel>>> = Arc::default();
     let service = {
         let activity = activity.clone();
         let shared = ctx.shared.clone();
         let kind = ctx.kind;
+        let switched = switched.clone();
         service_fn(move |request: Request<Incoming>| {
             let guard = activity.request_started(request.version());
             let shared = shared.clone();
             let info = info.clone();
+            let switched = switched.clone();
             async move {
                 let response = match kind {
                     ListenerKind::Admin => crate::admin::handle(&request, &shared)
@@ -540,8 +551,11 @@ async fn serve_connection<I>(
                         .map(|body| TrackedBody::new(body, guard, None)),
                     ListenerKind::Http | ListenerKind::Https => {
                         let gateway = shared.gateway();
-                        let (response, exchange) =
+                        let (mut response, exchange) =
                             gateway.serve(request.map(Body::stream), &info).await;
+                        if let Some(tunnel) = response.extensions_mut().remove::<Tunnel>() {
+                            *lock(&switched) = Some(tunnel);
+                        }
                         response
                             .map(|body| TrackedBody::new(body, guard, Some((gateway, exchange))))
                     }
@@ -561,6 +575,12 @@ async fn serve_connection<I>(
                 if let Err(e) = result {
                     tracing::debug!(peer = %info_peer(&activity), error = %e, "connection ended with error");
                 }
+                // Switched protocols: the connection lives on as a tunnel, drained
+                // (closed with a WebSocket Close) on shutdown.
+                let tunnel = lock(&switched).take();
+                if let Some(tunnel) = tunnel {
+                    tunnel.run(ctx.cancel.cancelled()).await;
+                }
                 return;
             }
             () = ctx.cancel.cancelled(), if !draining => {
@@ -573,6 +593,13 @@ async fn serve_connection<I>(
             }
         }
     }
+}
+
+/// Locks `mutex`, whether or not a holder panicked.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 fn info_peer(_activity: &Activity) -> &'static str {

@@ -10,6 +10,12 @@
 //! **Invariant:** an HTTP/1.1 connection goes back to its pool only when the response body
 //! was read to its end; a response dropped half-read closes its connection.
 //!
+//! A WebSocket handshake ([`Forward::upgrade`]) goes on a new HTTP/1.1 connection of its
+//! own (also to an `http2` upstream; for `https` targets ALPN then offers only
+//! `http/1.1`), made with upgrades enabled and never pooled: on `101` the connection
+//! becomes the upstream half of the tunnel (`crate::websocket`), on any other answer it
+//! closes after the response.
+//!
 //! Passive health: consecutive failures (connect errors, timeouts, `502`/`503`/`504`
 //! answers) eject a target for `eject.duration`. When every target is ejected, requests
 //! get `503` until one comes back. A request body that fails on the client's side (past
@@ -59,6 +65,9 @@ pub struct UpstreamPool {
     preserve_host: bool,
     eject: Eject,
     tls: Option<TlsConnector>,
+    /// For WebSocket handshakes to `https` targets of an `http2` upstream: ALPN offers
+    /// only `http/1.1` (`None` when `tls` already does).
+    upgrade_tls: Option<TlsConnector>,
 }
 
 impl std::fmt::Debug for UpstreamPool {
@@ -124,6 +133,9 @@ pub struct UpstreamReport {
 pub struct Forward<'a> {
     /// Canonical path plus `?query` when there is one.
     pub path_and_query: &'a str,
+    /// A WebSocket handshake: sent on a new HTTP/1.1 connection that is never pooled, so
+    /// that a `101` answer leaves the connection to the tunnel (`hyper::upgrade::on`).
+    pub upgrade: bool,
 }
 
 impl TargetPool {
@@ -244,13 +256,18 @@ fn is_idempotent(method: &Method) -> bool {
 impl UpstreamPool {
     /// Prepares an upstream's pools (no connection is made until a request needs one).
     pub fn new(upstream: &config::Upstream, metrics: &Metrics) -> Result<UpstreamPool, TlsError> {
-        let tls = if upstream.targets.iter().any(|t| t.scheme == Scheme::Https) {
-            Some(TlsConnector::from(client_config(
-                upstream.ca.as_deref(),
-                upstream.http2,
-            )?))
+        let (tls, upgrade_tls) = if upstream.targets.iter().any(|t| t.scheme == Scheme::Https) {
+            let config = client_config(upstream.ca.as_deref(), upstream.http2)?;
+            // A copy sharing the roots, with ALPN for HTTP/1.1 only (WebSocket over
+            // HTTP/2, RFC 8441, is not spoken).
+            let upgrade = upstream.http2.then(|| {
+                let mut http1 = (*config).clone();
+                http1.alpn_protocols = vec![b"http/1.1".to_vec()];
+                TlsConnector::from(Arc::new(http1))
+            });
+            (Some(TlsConnector::from(config)), upgrade)
         } else {
-            None
+            (None, None)
         };
         let targets = upstream
             .targets
@@ -285,6 +302,7 @@ impl UpstreamPool {
             preserve_host: upstream.preserve_host,
             eject: upstream.eject,
             tls,
+            upgrade_tls,
         })
     }
 
@@ -339,9 +357,8 @@ impl UpstreamPool {
                 target.metrics.retry();
             }
             report.target = Some(target.url.clone());
-            let conn = match tokio::time::timeout(self.connect_timeout, self.connection(target))
-                .await
-            {
+            let connection = self.connection(target, forward.upgrade);
+            let conn = match tokio::time::timeout(self.connect_timeout, connection).await {
                 Ok(Ok(conn)) => conn,
                 Ok(Err(e)) => {
                     target.record_failure(&self.name, self.eject, UpstreamOutcome::connect_error);
@@ -368,7 +385,10 @@ impl UpstreamPool {
             let h2 = matches!(conn, Conn::H2(_));
             let request = self.upstream_request(&parts, target, forward, attempt_body, h2)?;
             let sent_at = Instant::now();
-            let sent = self.send(conn, target, request, faults.as_ref()).await;
+            let pool = !forward.upgrade;
+            let sent = self
+                .send(conn, target, request, faults.as_ref(), pool)
+                .await;
             report.elapsed = Some(sent_at.elapsed());
             match sent {
                 Ok(response) => return Ok(response),
@@ -462,17 +482,21 @@ impl UpstreamPool {
 
     /// Sends `request` on `conn`. `faults` tells whether the request body failed on the
     /// client's side, which is then the client's error and no mark against the target.
+    /// An HTTP/1.1 connection returns to its pool after the response when `pool`; else it
+    /// closes after it (or, on `101`, is handed over through `hyper::upgrade::on`).
     async fn send(
         &self,
         conn: Conn,
         target: &Arc<TargetPool>,
         request: Request<Body>,
         faults: Option<&FaultWatch>,
+        pool: bool,
     ) -> Result<Response<Body>, GatewayError> {
         let sent = match conn {
             Conn::H1(mut sender) => {
                 match tokio::time::timeout(self.timeout, sender.send_request(request)).await {
-                    Ok(Ok(response)) => Ok(self.pooled_response(response, sender, target)),
+                    Ok(Ok(response)) if pool => Ok(self.pooled_response(response, sender, target)),
+                    Ok(Ok(response)) => Ok(response.map(Body::stream)),
                     Ok(Err(e)) => Err(e),
                     Err(_) => return Err(self.timed_out(target)),
                 }
@@ -544,8 +568,16 @@ impl UpstreamPool {
         response.map(|incoming| Body::with_on_end(incoming, hook))
     }
 
-    /// A ready connection to `target`: a pooled one if any is alive, else a new one.
-    async fn connection(&self, target: &Arc<TargetPool>) -> Result<Conn, ConnectError> {
+    /// A ready connection to `target`: a pooled one if any is alive, else a new one; for
+    /// an `upgrade`, always a new HTTP/1.1 one.
+    async fn connection(
+        &self,
+        target: &Arc<TargetPool>,
+        upgrade: bool,
+    ) -> Result<Conn, ConnectError> {
+        if upgrade {
+            return Box::pin(self.connect(target, true)).await;
+        }
         if self.http2
             && let Some(sender) = target.shared_h2()
         {
@@ -559,22 +591,27 @@ impl UpstreamPool {
         // Boxed: the connect path (TCP, TLS, HTTP/1 or HTTP/2 handshake) is cold but large;
         // inline, it made every request's future kilobytes bigger, and futures are moved
         // several times per request (measured: 6-9% less CPU per proxied request boxed).
-        Box::pin(self.connect(target)).await
+        Box::pin(self.connect(target, false)).await
     }
 
-    async fn connect(&self, target: &Arc<TargetPool>) -> Result<Conn, ConnectError> {
+    /// A new connection to `target`; HTTP/1.1 whatever `http2` says when `upgrade`.
+    async fn connect(&self, target: &Arc<TargetPool>, upgrade: bool) -> Result<Conn, ConnectError> {
         let t = &target.target;
         let tcp = TcpStream::connect((t.host.as_str(), t.port)).await?;
         tcp.set_nodelay(true)?;
-        match (t.scheme, &self.tls) {
+        let tls = match &self.upgrade_tls {
+            Some(http1_only) if upgrade => Some(http1_only),
+            _ => self.tls.as_ref(),
+        };
+        match (t.scheme, tls) {
             (Scheme::Https, Some(tls)) => {
                 let name = ServerName::try_from(t.host.clone())
                     .map_err(|e| ConnectError::ServerName(e.to_string()))?;
                 let stream = tls.connect(name, tcp).await?;
                 let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
-                self.handshake(target, stream, h2).await
+                self.handshake(target, stream, h2 && !upgrade).await
             }
-            _ => self.handshake(target, tcp, self.http2).await,
+            _ => self.handshake(target, tcp, self.http2 && !upgrade).await,
         }
     }
 

@@ -1,6 +1,7 @@
 //! The response cache end to end: hits skip the backend, key parts vary entries, TTLs
 //! expire, errors / `POST` / `no-store` / `private` are not stored, the `Authorization`
-//! rule, invalidation modes, request coalescing, the byte bounds and the admin purge.
+//! rule, invalidation modes, request coalescing, the byte bounds, the admin purge, and
+//! the cache's metrics.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -10,6 +11,7 @@ use bytes::Bytes;
 use http_body_util::Full;
 
 use crate::harness::{TestGateway, TestUpstream, client};
+use crate::ops::{metrics, sample};
 
 /// A backend whose answer depends on the path, numbered by how many requests it saw:
 /// `/error` → 500, `/no-store`, `/private`, `/public`, `/max-age-1` set `Cache-Control`,
@@ -389,4 +391,93 @@ async fn the_admin_endpoint_purges_all_or_one_route() {
         .await
         .expect("get");
     assert_eq!(wrong_method.status(), 405);
+}
+
+#[tokio::test]
+async fn metrics_count_lookups_stores_and_evictions() {
+    let backend = backend().await;
+    let gateway = TestGateway::start(&config(
+        &backend,
+        "[cache]\nmax_entries = 2",
+        r#"{ ttl = "60s" }"#,
+    ));
+    let x_cache = |path: &'static str| {
+        let gateway = &gateway;
+        async move { get(gateway, path, &[]).await.x_cache.unwrap_or_default() }
+    };
+    assert_eq!(x_cache("/a").await, "miss");
+    assert_eq!(x_cache("/a").await, "hit");
+    assert_eq!(x_cache("/b").await, "miss");
+    // A 500 is looked up (a miss) but not stored.
+    assert_eq!(x_cache("/error").await, "miss");
+    // Two entries at most: `/c` pushes out the least recently used, `/a`; then
+    // `/max-age-1` (stored for 1 s) pushes out `/b`.
+    assert_eq!(x_cache("/c").await, "miss");
+    assert_eq!(x_cache("/max-age-1").await, "miss");
+    // A POST is not a lookup.
+    send(&gateway, reqwest::Method::POST, "/a", &[]).await;
+    let text = metrics(&gateway).await;
+    let series = |name: &str| sample(&text, name).unwrap_or(-1.0);
+    assert_eq!(
+        series(r#"weir_cache_lookups_total{route="cached",result="hit"}"#),
+        1.0,
+        "{text}"
+    );
+    assert_eq!(
+        series(r#"weir_cache_lookups_total{route="cached",result="miss"}"#),
+        5.0,
+        "{text}"
+    );
+    assert_eq!(
+        series(r#"weir_cache_stores_total{route="cached"}"#),
+        4.0,
+        "{text}"
+    );
+    assert_eq!(
+        series(r#"weir_cache_local_evictions_total{reason="lru"}"#),
+        2.0,
+        "{text}"
+    );
+    assert_eq!(
+        series(r#"weir_cache_local_evictions_total{reason="expired"}"#),
+        0.0,
+        "{text}"
+    );
+    assert_eq!(series("weir_cache_local_entries"), 2.0, "{text}");
+
+    // Expired: found stale by the next lookup, removed, fetched and stored again.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(x_cache("/max-age-1").await, "miss");
+    let text = metrics(&gateway).await;
+    assert_eq!(
+        sample(
+            &text,
+            r#"weir_cache_local_evictions_total{reason="expired"}"#
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(
+            &text,
+            r#"weir_cache_lookups_total{route="cached",result="miss"}"#
+        ),
+        Some(6.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, r#"weir_cache_stores_total{route="cached"}"#),
+        Some(5.0)
+    );
+    assert_eq!(sample(&text, "weir_cache_local_entries"), Some(2.0));
+    let bytes = sample(&text, "weir_cache_local_bytes").expect("bytes");
+    let state: serde_json::Value = client()
+        .get(gateway.admin_url("/state"))
+        .send()
+        .await
+        .expect("state")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(state["local_cache"]["bytes"].as_f64(), Some(bytes));
 }

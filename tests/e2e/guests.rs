@@ -20,10 +20,20 @@ const TARGET: &str = "wasm32-wasip2";
 pub struct Guests {
     /// `plugins/hello`: the users API handler.
     pub hello: PathBuf,
+    /// `plugins/header-auth`: the static-token authorizer (Rust SDK).
+    pub header_auth: PathBuf,
+    /// `plugins/transform`: the declarative mapping filter (Rust SDK).
+    pub transform: PathBuf,
     /// `tests/guests/hostile`: a handler that misbehaves as its config's `mode` says.
     pub hostile: PathBuf,
     /// `tests/guests/noop-filter`: a filter that changes nothing (exports no `handle`).
     pub noop_filter: PathBuf,
+    /// `tests/guests/probe-filter`: a filter whose config chooses its behaviour.
+    pub probe_filter: PathBuf,
+    /// `tests/guests/probe-authorizer`: an authorizer that counts its calls.
+    pub probe_authorizer: PathBuf,
+    /// `tests/guests/fetcher`: a handler relaying an upstream through `outbound`.
+    pub fetcher: PathBuf,
 }
 
 /// The guests, built on first use.
@@ -76,8 +86,13 @@ fn build() -> Guests {
     let out = target_dir.join(TARGET).join("release");
     Guests {
         hello: out.join("hello.wasm"),
+        header_auth: out.join("header_auth.wasm"),
+        transform: out.join("transform.wasm"),
         hostile: out.join("hostile.wasm"),
         noop_filter: out.join("noop_filter.wasm"),
+        probe_filter: out.join("probe_filter.wasm"),
+        probe_authorizer: out.join("probe_authorizer.wasm"),
+        fetcher: out.join("fetcher.wasm"),
     }
 }
 

@@ -24,7 +24,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 /// How long a gateway may take to start before the test fails.
-const START_TIMEOUT: Duration = Duration::from_secs(20);
+/// Generous: a gateway whose plugins are not in the compiled-component cache yet
+/// compiles them before it listens, and a debug build on a busy 2-core machine takes
+/// seconds per component (the JavaScript and Python ones are megabytes).
+const START_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// The `weir` binary built for these tests.
 pub fn weir_bin() -> &'static str {

@@ -40,14 +40,16 @@ mock = { status = 200, body = "new" }
 "#;
 
 /// The value of the first exposition line that starts with `series` (labels included).
-fn sample(text: &str, series: &str) -> Option<f64> {
+/// (Also used by the cache and Redis tests.)
+pub(crate) fn sample(text: &str, series: &str) -> Option<f64> {
     text.lines()
         .find(|line| line.starts_with(series))
         .and_then(|line| line.rsplit(' ').next())
         .and_then(|v| v.parse().ok())
 }
 
-async fn metrics(gateway: &TestGateway) -> String {
+/// `GET /metrics` on the admin listener.
+pub(crate) async fn metrics(gateway: &TestGateway) -> String {
     client()
         .get(gateway.admin_url("/metrics"))
         .send()
@@ -268,6 +270,101 @@ async fn admin_endpoints_are_not_on_the_public_listener() {
         let r = http.post(gateway.url(path)).send().await.expect("send");
         assert_eq!(r.status(), 404, "{path}");
     }
+}
+
+const CACHED_ROUTE: &str = r#"
+[[routes]]
+name = "cached"
+path = "/cached"
+cache = { ttl = "60s" }
+mock = { status = 200, body = "cached" }
+"#;
+
+async fn x_cache(gateway: &TestGateway) -> String {
+    let r = client()
+        .get(gateway.url("/cached"))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status(), 200);
+    r.headers()["x-cache"].to_str().expect("ascii").to_owned()
+}
+
+#[tokio::test]
+async fn cache_and_state_metrics_count_on_across_a_reload_that_replaces_the_state() {
+    let gateway = TestGateway::start(&base("", CACHED_ROUTE));
+    let text = metrics(&gateway).await;
+    assert_eq!(
+        sample(&text, r#"weir_state_backend_up{backend="memory"}"#),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(sample(&text, "weir_cache_local_entries"), Some(0.0));
+    assert!(
+        !text.contains("weir_cache_lookups_total"),
+        "no lookup yet: {text}"
+    );
+
+    assert_eq!(x_cache(&gateway).await, "miss");
+    assert_eq!(x_cache(&gateway).await, "hit");
+    // Lookups and stores are counted before the response leaves: no wait needed.
+    let text = metrics(&gateway).await;
+    let lookups = |text: &str, result: &str| {
+        sample(
+            text,
+            &format!(r#"weir_cache_lookups_total{{route="cached",result="{result}"}}"#),
+        )
+    };
+    assert_eq!(lookups(&text, "hit"), Some(1.0), "{text}");
+    assert_eq!(lookups(&text, "miss"), Some(1.0), "{text}");
+    assert_eq!(
+        sample(&text, r#"weir_cache_stores_total{route="cached"}"#),
+        Some(1.0)
+    );
+    assert_eq!(sample(&text, "weir_cache_local_entries"), Some(1.0));
+    assert!(sample(&text, "weir_cache_local_bytes").is_some_and(|b| b > 6.0));
+    assert!(text.contains("# TYPE weir_cache_lookups counter"), "{text}");
+    assert!(
+        text.contains("# TYPE weir_cache_local_bytes gauge"),
+        "{text}"
+    );
+
+    // One more hit, not scraped before the reload below replaces the state that counted it.
+    assert_eq!(x_cache(&gateway).await, "hit");
+    // A new `[cache]` bound: the reload builds a fresh state (and an empty cache).
+    let bounded = format!("[cache]\nmax_entries = 50\n{CACHED_ROUTE}");
+    rewrite(&gateway, &pinned(&gateway, &bounded));
+    let r = client()
+        .post(gateway.admin_url("/reload"))
+        .send()
+        .await
+        .expect("reload");
+    assert_eq!(r.status(), 200);
+    assert_eq!(x_cache(&gateway).await, "miss");
+    assert_eq!(x_cache(&gateway).await, "hit");
+    let text = metrics(&gateway).await;
+    assert_eq!(
+        lookups(&text, "hit"),
+        Some(3.0),
+        "the old state's last hit is kept: {text}"
+    );
+    assert_eq!(lookups(&text, "miss"), Some(2.0), "{text}");
+    assert_eq!(
+        sample(&text, r#"weir_cache_stores_total{route="cached"}"#),
+        Some(2.0)
+    );
+    assert_eq!(sample(&text, "weir_cache_local_entries"), Some(1.0));
+    // `/state` still describes the running state.
+    let state: serde_json::Value = client()
+        .get(gateway.admin_url("/state"))
+        .send()
+        .await
+        .expect("state")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(state["backend"], "memory");
+    assert_eq!(state["local_cache"]["entries"], 1);
 }
 
 fn rewrite(gateway: &TestGateway, toml: &str) {

@@ -22,7 +22,7 @@ fn cache_dir() -> String {
     dir.display().to_string()
 }
 
-fn start(toml: &str) -> TestGateway {
+pub fn start(toml: &str) -> TestGateway {
     let dir = tempfile::tempdir().expect("tempdir");
     TestGateway::start_in_env(dir, toml, &[("WEIR_PLUGIN_CACHE", &cache_dir())])
 }
@@ -457,4 +457,134 @@ fn plugin_inspect_shows_roles_exports_imports_and_digest() {
         .output()
         .expect("run weir plugin inspect");
     assert!(String::from_utf8_lossy(&filter.stdout).contains("roles: filter\n"));
+}
+
+#[tokio::test]
+async fn a_reload_that_changes_one_plugin_does_not_recompile_the_others() {
+    let (hello, probe) = (&guests().hello, &guests().probe_filter);
+    let file = |timeout: &str, listen: &str, admin: &str| {
+        format!(
+            r#"
+[server]
+listen = "{listen}"
+admin = "{admin}"
+
+[plugins.hello]
+path = "{}"
+
+[plugins.probe]
+path = "{}"
+limits = {{ timeout = "{timeout}" }}
+
+[[routes]]
+path = "/users"
+handler = {{ plugin = "hello" }}
+filters = [{{ plugin = "probe" }}]
+"#,
+            hello.display(),
+            probe.display(),
+        )
+    };
+    let gateway = start(&file("1s", "127.0.0.1:0", "127.0.0.1:0"));
+    let loaded = |gateway: &TestGateway, name: &str| {
+        gateway
+            .logs()
+            .iter()
+            .filter(|line| line.contains("plugin loaded") && line.contains(name))
+            .count()
+    };
+    assert_eq!(loaded(&gateway, "hello"), 1, "{:?}", gateway.logs());
+    assert_eq!(loaded(&gateway, "probe"), 1);
+
+    let (listen, admin) = (
+        gateway.http.expect("http").to_string(),
+        gateway.admin.expect("admin").to_string(),
+    );
+    std::fs::write(&gateway.config_path, file("2s", &listen, &admin)).expect("rewrite");
+    let reload = client()
+        .post(gateway.admin_url("/reload"))
+        .send()
+        .await
+        .expect("reload");
+    assert_eq!(reload.status(), 200);
+    // `probe` changed (its limits): loaded again; `hello` did not: kept as it was.
+    assert_eq!(loaded(&gateway, "probe"), 2);
+    assert_eq!(loaded(&gateway, "hello"), 1);
+    assert!(
+        gateway
+            .logs()
+            .iter()
+            .any(|line| line.contains("plugin unchanged") && line.contains("hello")),
+        "{:?}",
+        gateway.logs()
+    );
+    let response = client()
+        .get(gateway.url("/users"))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["x-count-probe"], "1");
+}
+
+#[tokio::test]
+async fn outbound_requests_reach_only_the_upstreams_the_config_names() {
+    let backend = crate::harness::TestUpstream::echo().await;
+    let other = crate::harness::TestUpstream::echo().await;
+    let fetcher = &guests().fetcher;
+    let gateway = start(&format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+
+[plugins.fetcher]
+path = "{}"
+
+[upstreams.backend]
+targets = ["{}"]
+
+[upstreams.other]
+targets = ["{}"]
+
+[upstreams.dead]
+targets = ["http://{}"]
+connect_timeout = "200ms"
+
+[[routes]]
+path = "/{{path+}}"
+handler = {{ plugin = "fetcher", body = true, config = {{ upstream = "backend", upstreams = ["backend", "dead"] }} }}
+"#,
+        fetcher.display(),
+        backend.url(),
+        other.url(),
+        crate::harness::dead_addr(),
+    ));
+    let client = client();
+
+    let response = client
+        .post(gateway.url("/items/7"))
+        .body("payload")
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(response.status(), 200);
+    let echo: serde_json::Value = response.json().await.expect("json");
+    assert_eq!(echo["method"], "POST");
+    assert_eq!(echo["uri"], "/items/7");
+    assert_eq!(echo["headers"]["x-fetched-by"], "fetcher");
+    assert_eq!(echo["body_len"], 7);
+    // The plugin's request carries the request id of the request it serves.
+    assert!(echo["headers"]["x-request-id"].is_string());
+
+    // An upstream the config does not name is refused; a named one that is down fails.
+    for (upstream, error) in [("other", "not-allowed"), ("dead", "unreachable")] {
+        let response = client
+            .get(gateway.url(&format!("/x?upstream={upstream}")))
+            .send()
+            .await
+            .expect("get");
+        assert_eq!(response.status(), 599, "{upstream}");
+        assert_eq!(response.text().await.expect("body"), error);
+    }
+    assert_eq!(other.count(), 0);
 }

@@ -1,10 +1,19 @@
 //! State in a real `redis-server` (started by the harness): two `weir` processes share
 //! one token bucket and one cache; Redis killed mid-test → each route's fallback, no
-//! panic, and recovery once it is back.
+//! panic, the fallbacks and errors in the metrics, and recovery once it is back.
 
 use std::time::{Duration, Instant};
 
 use crate::harness::{TestGateway, TestRedis, TestUpstream, client};
+use crate::ops::{metrics, sample};
+
+/// The sum of every exposition line starting with `series` (e.g. all `kind`s of an `op`).
+fn sum(text: &str, series: &str) -> f64 {
+    text.lines()
+        .filter(|line| line.starts_with(series))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
 
 fn config(redis: &TestRedis, backend: &TestUpstream, prefix: &str) -> String {
     format!(
@@ -96,6 +105,27 @@ async fn two_gateways_share_one_bucket_and_one_cache() {
     assert_eq!(x_cache(&a, "/cached/1").await.0, "miss");
     assert_eq!(x_cache(&b, "/cached/1").await.0, "hit");
     assert_eq!(backend.count(), 1);
+    // Each gateway counts its own lookups; the store happened on the first.
+    let (text_a, text_b) = (metrics(&a).await, metrics(&b).await);
+    let hits = r#"weir_cache_lookups_total{route="cached",result="hit"}"#;
+    let misses = r#"weir_cache_lookups_total{route="cached",result="miss"}"#;
+    let stores = r#"weir_cache_stores_total{route="cached"}"#;
+    assert_eq!(
+        (sample(&text_a, misses), sample(&text_a, hits)),
+        (Some(1.0), Some(0.0)),
+        "{text_a}"
+    );
+    assert_eq!(
+        (sample(&text_b, misses), sample(&text_b, hits)),
+        (Some(0.0), Some(1.0)),
+        "{text_b}"
+    );
+    assert_eq!(
+        (sample(&text_a, stores), sample(&text_b, stores)),
+        (Some(1.0), Some(0.0))
+    );
+    // Entries live in Redis, not in the local fallback cache.
+    assert_eq!(sample(&text_a, "weir_cache_local_entries"), Some(0.0));
     assert!(
         redis
             .cli(&["--scan", "--pattern", "shared:cache:*"])
@@ -126,6 +156,22 @@ async fn redis_outage_applies_each_routes_choice_and_recovers() {
     assert_eq!(x_cache(&gateway, "/cached/1").await.0, "miss");
     assert_eq!(x_cache(&gateway, "/cached/1").await.0, "hit");
     assert_eq!(status(&gateway, "/closed").await, 200);
+    let text = metrics(&gateway).await;
+    assert_eq!(
+        sample(&text, r#"weir_state_backend_up{backend="redis"}"#),
+        Some(1.0),
+        "{text}"
+    );
+    // Every error and fallback series is there from the start, at zero.
+    assert_eq!(sum(&text, "weir_state_errors_total{"), 0.0, "{text}");
+    assert_eq!(
+        sample(
+            &text,
+            r#"weir_state_fallbacks_total{use="quota",on_state_error="closed"}"#
+        ),
+        Some(0.0),
+        "{text}"
+    );
 
     redis.stop();
     let started = Instant::now();
@@ -161,8 +207,50 @@ async fn redis_outage_applies_each_routes_choice_and_recovers() {
         .expect("json");
     assert_eq!(state["backend"], "redis");
     assert_eq!(state["healthy"], false);
-    assert!(state["degraded"]["limit"].as_u64().expect("count") >= 6);
-    assert!(state["degraded"]["cache"].as_u64().expect("count") >= 2);
+    assert_eq!(state["degraded"]["limit"], 7);
+    assert_eq!(state["degraded"]["cache"], 4);
+
+    // The same in the metrics: one fallback per state call, by use and route choice, and
+    // as many failed operations (the first found the server gone, most others did not
+    // try while it was considered down).
+    let text = metrics(&gateway).await;
+    let fallbacks = |what: &str, choice: &str| {
+        sample(
+            &text,
+            &format!(r#"weir_state_fallbacks_total{{use="{what}",on_state_error="{choice}"}}"#),
+        )
+    };
+    assert_eq!(fallbacks("limit", "closed"), Some(1.0), "{text}");
+    assert_eq!(fallbacks("limit", "open"), Some(3.0), "{text}");
+    assert_eq!(fallbacks("limit", "local"), Some(3.0), "{text}");
+    // Cache lookups and stores, bypassed (the cache's default choice is "open").
+    assert_eq!(fallbacks("cache", "open"), Some(4.0), "{text}");
+    assert_eq!(sum(&text, r#"weir_state_errors_total{op="take","#), 7.0);
+    assert_eq!(
+        sum(&text, r#"weir_state_errors_total{op="cache_get","#),
+        2.0
+    );
+    assert_eq!(
+        sum(&text, r#"weir_state_errors_total{op="cache_put","#),
+        2.0
+    );
+    assert!(
+        sum(&text, r#"weir_state_errors_total{op="take",kind="down"}"#) >= 1.0,
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, r#"weir_state_backend_up{backend="redis"}"#),
+        Some(0.0)
+    );
+    // The fail-closed refusal is a 503 of the throttle phase.
+    assert_eq!(
+        sample(
+            &text,
+            r#"weir_refused_requests_total{route="/closed",phase="throttle",status="503",reason="state_unavailable"}"#
+        ),
+        Some(1.0),
+        "{text}"
+    );
     assert!(
         gateway
             .logs()
@@ -198,6 +286,12 @@ async fn redis_outage_applies_each_routes_choice_and_recovers() {
         .await
         .expect("json");
     assert_eq!(state["healthy"], true);
+    let text = metrics(&gateway).await;
+    assert_eq!(
+        sample(&text, r#"weir_state_backend_up{backend="redis"}"#),
+        Some(1.0),
+        "{text}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -21,7 +21,8 @@ use super::model::*;
 use super::names::{did_you_mean, is_upstream_name};
 use super::pem;
 use super::raw::{
-    RawApiKey, RawAuthorizer, RawConfig, RawCors, RawPlanLimits, RawQuota, RawRoute, RawUsagePlan,
+    RawApiKey, RawAuthorizer, RawConfig, RawCors, RawPlanLimits, RawPluginUse, RawQuota, RawRoute,
+    RawUsagePlan,
 };
 use super::units::parse_duration;
 use crate::cors::{Cors, OriginRule};
@@ -47,6 +48,30 @@ pub const DEFAULT_JWT_ALGORITHMS: [Algorithm; 9] = [
     Algorithm::ES256,
     Algorithm::ES384,
     Algorithm::EdDSA,
+];
+
+/// The keys only a `type = "jwt"` authorizer has.
+const JWT_AUTHORIZER_KEYS: &[&str] = &[
+    "issuer",
+    "audience",
+    "jwks",
+    "secret",
+    "ca",
+    "algorithms",
+    "leeway",
+    "token",
+    "forward_claims",
+    "jwks_refresh",
+    "jwks_cooldown",
+    "token_cache",
+];
+/// The keys only a `type = "plugin"` authorizer has.
+const PLUGIN_AUTHORIZER_KEYS: &[&str] = &[
+    "plugin",
+    "identity",
+    "cache_ttl",
+    "config",
+    "forward_context",
 ];
 
 /// A route's access keys, taken out of its raw table before the route is validated.
@@ -104,16 +129,21 @@ pub fn access(
     base_dir: &Path,
     raw: RawAccess,
     routes: &mut [Route],
+    plugins: super::plugins::UseNames<'_>,
 ) -> Access {
     let mut v = AccessValidator { report, base_dir };
-    let authorizers = v.authorizers(document, raw.authorizers);
+    let authorizers = v.authorizers(document, raw.authorizers, plugins);
     let server_cors = raw
         .server_cors
         .map(|cors| Arc::new(v.cors(&KeyPath::root().key("server").key("cors"), cors)));
-    let names: Vec<&str> = authorizers.iter().map(|a| a.name.as_str()).collect();
     let routes_path = KeyPath::root().key("routes");
     for (i, (route, raw)) in routes.iter_mut().zip(raw.routes).enumerate() {
-        route.access = v.route_access(&routes_path.index(i), raw, &names, server_cors.as_ref());
+        route.access = v.route_access(
+            &routes_path.index(i),
+            raw,
+            &authorizers,
+            server_cors.as_ref(),
+        );
     }
     let usage_plans = v.usage_plans(document, raw.usage_plans, routes);
     let api_keys = v.api_keys(raw.api_keys, raw.api_key_header, &usage_plans);
@@ -136,12 +166,13 @@ impl AccessValidator<'_, '_> {
         &mut self,
         document: &Document<'_>,
         raw: BTreeMap<String, RawAuthorizer>,
+        plugins: super::plugins::UseNames<'_>,
     ) -> Vec<Authorizer> {
         let base = KeyPath::root().key("authorizers");
         let mut raw: Vec<(String, RawAuthorizer)> = raw.into_iter().collect();
         raw.sort_by_key(|(name, _)| document.key_offset(&base.key(name)));
         raw.into_iter()
-            .filter_map(|(name, raw)| self.authorizer(&base.key(&name), name, raw))
+            .filter_map(|(name, raw)| self.authorizer(&base.key(&name), name, raw, plugins))
             .collect()
     }
 
@@ -150,6 +181,7 @@ impl AccessValidator<'_, '_> {
         path: &KeyPath,
         name: String,
         raw: RawAuthorizer,
+        plugins: super::plugins::UseNames<'_>,
     ) -> Option<Authorizer> {
         if !is_upstream_name(&name) {
             self.report.at_key(
@@ -158,24 +190,27 @@ impl AccessValidator<'_, '_> {
             );
         }
         match raw.kind.as_deref() {
-            Some("jwt") => {}
+            Some("jwt") => self.only_for(path, "jwt", PLUGIN_AUTHORIZER_KEYS),
             Some("plugin") => {
-                self.report.at(
-                    &path.key("type"),
-                    "plugin authorizers are not supported by this version of weir yet",
-                );
-                return None;
+                self.only_for(path, "plugin", JWT_AUTHORIZER_KEYS);
+                let plugin = self.plugin_authorizer(path, raw, plugins);
+                return Some(Authorizer {
+                    name,
+                    kind: AuthorizerKind::Plugin(plugin),
+                });
             }
             Some(other) => {
                 self.report.at(
                     &path.key("type"),
-                    format!("invalid authorizer type {other:?}, expected \"jwt\""),
+                    format!("invalid authorizer type {other:?}, expected \"jwt\" or \"plugin\""),
                 );
                 return None;
             }
             None => {
-                self.report
-                    .at(&path.key("type"), "missing required key, expected \"jwt\"");
+                self.report.at(
+                    &path.key("type"),
+                    "missing required key, expected \"jwt\" or \"plugin\"",
+                );
                 return None;
             }
         }
@@ -252,7 +287,7 @@ impl AccessValidator<'_, '_> {
         };
         Some(Authorizer {
             name,
-            jwt: JwtConfig {
+            kind: AuthorizerKind::Jwt(JwtConfig {
                 issuers,
                 audiences,
                 keys,
@@ -261,8 +296,97 @@ impl AccessValidator<'_, '_> {
                 token,
                 forward_claims,
                 token_cache,
-            },
+            }),
         })
+    }
+
+    /// Reports the keys of `path` that belong to another authorizer type.
+    fn only_for(&mut self, path: &KeyPath, kind: &str, others: &[&str]) {
+        for key in others {
+            if self.report.is_in_file(&path.key(key)) {
+                self.report.at(
+                    &path.key(key),
+                    format!("not a key of a type = {kind:?} authorizer"),
+                );
+            }
+        }
+    }
+
+    /// The keys of a `type = "plugin"` authorizer.
+    fn plugin_authorizer(
+        &mut self,
+        path: &KeyPath,
+        raw: RawAuthorizer,
+        plugins: super::plugins::UseNames<'_>,
+    ) -> PluginAuthorizer {
+        let use_ = RawPluginUse {
+            plugin: raw.plugin,
+            config: raw.config,
+            ..RawPluginUse::default()
+        };
+        let plugin = super::plugins::plugin_use(
+            self.report,
+            path,
+            use_,
+            plugins,
+            super::plugins::UseKind::Authorizer,
+        );
+        let identity_path = path.key("identity");
+        let identity: Vec<IdentitySource> = raw
+            .identity
+            .unwrap_or_default()
+            .iter()
+            .enumerate()
+            .filter_map(|(i, text)| self.identity_source(&identity_path.index(i), text))
+            .collect();
+        let mut cache_ttl = self.duration(
+            &path.key("cache_ttl"),
+            raw.cache_ttl,
+            DEFAULT_AUTHORIZER_CACHE_TTL,
+        );
+        if identity.is_empty() {
+            if self.report.is_in_file(&path.key("cache_ttl")) && !cache_ttl.is_zero() {
+                self.report.at(
+                    &path.key("cache_ttl"),
+                    "decisions are cached by `identity`: give `identity` sources, or leave \
+                     `cache_ttl` out",
+                );
+            }
+            cache_ttl = Duration::ZERO;
+        }
+        let forward_context =
+            self.forward_claims(&path.key("forward_context"), raw.forward_context);
+        PluginAuthorizer {
+            plugin,
+            identity,
+            cache_ttl,
+            forward_context,
+        }
+    }
+
+    /// `"header:NAME"`, `"query:NAME"` or `"cookie:NAME"`.
+    fn identity_source(&mut self, path: &KeyPath, text: &str) -> Option<IdentitySource> {
+        let source = match text.split_once(':') {
+            Some(("header", name)) => HeaderName::from_bytes(name.as_bytes())
+                .ok()
+                .map(IdentitySource::Header),
+            Some(("cookie", name)) if is_token_name(name) => {
+                Some(IdentitySource::Cookie(name.to_owned()))
+            }
+            Some(("query", name)) if is_token_name(name) => {
+                Some(IdentitySource::Query(name.to_owned()))
+            }
+            _ => None,
+        };
+        if source.is_none() {
+            self.report.at(
+                path,
+                format!(
+                    "invalid identity source {text:?}, expected \"header:NAME\", \"query:NAME\" or \"cookie:NAME\""
+                ),
+            );
+        }
+        source
     }
 
     /// A required, non-empty list of non-empty strings (or one string).
@@ -568,9 +692,10 @@ impl AccessValidator<'_, '_> {
         &mut self,
         path: &KeyPath,
         raw: RawRouteAccess,
-        authorizers: &[&str],
+        known: &[Authorizer],
         server_cors: Option<&Arc<Cors>>,
     ) -> RouteAccess {
+        let authorizers: Vec<&str> = known.iter().map(|a| a.name.as_str()).collect();
         let authorizer = raw.authorizer.and_then(|name| {
             let found = authorizers.iter().position(|known| *known == name);
             if found.is_none()
@@ -595,6 +720,19 @@ impl AccessValidator<'_, '_> {
             self.report.at(
                 &path.key("scopes"),
                 "`scopes` needs an `authorizer` on the route",
+            );
+        }
+        if !scopes.is_empty()
+            && let Some(index) = authorizer
+            && matches!(
+                known.get(index).map(|a| &a.kind),
+                Some(AuthorizerKind::Plugin(_))
+            )
+        {
+            self.report.at(
+                &path.key("scopes"),
+                "`scopes` are checked against a JWT's claims; a plugin authorizer decides \
+                 on its own",
             );
         }
         if scopes.iter().any(|s| s.is_empty() || s.contains(' ')) {

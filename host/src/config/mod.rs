@@ -27,6 +27,7 @@ mod target_url;
 pub mod traffic;
 pub mod units;
 mod validate;
+pub mod websocket;
 
 #[cfg(test)]
 mod golden_tests;

@@ -14,10 +14,11 @@ use http::{HeaderMap, Method, StatusCode};
 use ipnet::IpNet;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
-pub use super::plugins::{Plugin, PluginLimits, PluginUse};
+pub use super::plugins::{OnError, Plugin, PluginLimits, PluginUse};
 pub use super::traffic::{
     CacheKeyPart, CacheLimits, Invalidate, RouteCache, RouteTraffic, Throttle, ThrottleKey, Traffic,
 };
+pub use super::websocket::WebSocketProxy;
 use crate::access_log::AccessLogTarget;
 use crate::path::PathOptions;
 use crate::router::Router;
@@ -238,10 +239,15 @@ pub struct Route {
     /// `max_body`: overrides `[server] max_body` for this route.
     pub max_body: Option<u64>,
     pub integration: Integration,
+    /// `filters`: Wasm filters, run in order on the request and in reverse order on the
+    /// response.
+    pub filters: Vec<PluginUse>,
     /// `throttle`, `cache`, `on_state_error`.
     pub traffic: RouteTraffic,
     /// `authorizer`, `scopes`, `api_key`, `cors`, `allow_cidrs`, `deny_cidrs`.
     pub access: RouteAccess,
+    /// `websocket_idle_timeout`, `websocket_max_duration` (routes with `upstream`).
+    pub websocket: WebSocketProxy,
 }
 
 /// What produces a route's response.
@@ -292,8 +298,46 @@ pub struct Access {
 #[derive(Debug)]
 pub struct Authorizer {
     pub name: String,
-    /// `type = "jwt"` (the only built-in type).
-    pub jwt: JwtConfig,
+    /// `type`, and that type's keys.
+    pub kind: AuthorizerKind,
+}
+
+/// What an authorizer is.
+#[derive(Debug)]
+pub enum AuthorizerKind {
+    /// `type = "jwt"`: the built-in JWT validator.
+    Jwt(JwtConfig),
+    /// `type = "plugin"`: a Wasm component of the `authorizer` world decides.
+    Plugin(PluginAuthorizer),
+}
+
+/// Default `[authorizers.*] cache_ttl` of a plugin authorizer.
+pub const DEFAULT_AUTHORIZER_CACHE_TTL: Duration = Duration::from_secs(300);
+
+/// A `type = "plugin"` authorizer.
+#[derive(Debug)]
+pub struct PluginAuthorizer {
+    /// `plugin` and `config` (never a body: authorizers see heads only).
+    pub plugin: PluginUse,
+    /// `identity`: where the caller's credentials are. Any missing → `401` without a
+    /// plugin call. Their values key the decision cache.
+    pub identity: Vec<IdentitySource>,
+    /// `cache_ttl`: how long a decision is reused for the same identity values
+    /// (zero = never; always zero without `identity`).
+    pub cache_ttl: Duration,
+    /// `forward_context`: context key → header sent upstream.
+    pub forward_context: Vec<(String, http::HeaderName)>,
+}
+
+/// One `identity` source of a plugin authorizer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IdentitySource {
+    /// `header:NAME`: the header's value (all of its lines, comma-joined).
+    Header(http::HeaderName),
+    /// `query:NAME`: the first query parameter of that name, as sent.
+    Query(String),
+    /// `cookie:NAME`: the cookie's value.
+    Cookie(String),
 }
 
 /// A `type = "jwt"` authorizer.

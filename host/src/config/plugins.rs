@@ -73,7 +73,8 @@ impl Default for PluginLimits {
     }
 }
 
-/// A use of a plugin on a route (`handler = { ... }`).
+/// A use of a plugin: a route's `handler = { ... }`, one of its `filters`, or a plugin
+/// authorizer.
 #[derive(Debug, Clone)]
 pub struct PluginUse {
     /// Index into [`super::Config::plugins`].
@@ -85,6 +86,39 @@ pub struct PluginUse {
     /// `max_body`: the largest body buffered for it (else the route's, else the
     /// server's `max_body`).
     pub max_body: Option<u64>,
+    /// `on_error` (filters only): what a failed call does to the request.
+    pub on_error: OnError,
+    /// `config.upstreams`: the `[upstreams.NAME]` the plugin may send requests to
+    /// (`outbound`), as (name, index into [`super::Config::upstreams`]).
+    pub upstreams: Arc<[(String, usize)]>,
+}
+
+/// What a use of a plugin may name.
+#[derive(Debug, Clone, Copy)]
+pub struct UseNames<'a> {
+    /// `[plugins]`, in order.
+    pub plugins: &'a [&'a str],
+    /// `[upstreams]`, in order.
+    pub upstreams: &'a [&'a str],
+}
+
+/// A filter's `on_error`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnError {
+    /// `"fail"` (default): the request fails (`500`, `503` when busy, `504` on timeout).
+    #[default]
+    Fail,
+    /// `"skip"`: the failed call is logged and counted, and the request goes on as if
+    /// the filter were not there (its request or response unchanged).
+    Skip,
+}
+
+/// Where a plugin is used; decides which keys of the use apply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UseKind {
+    Handler,
+    Filter,
+    Authorizer,
 }
 
 /// Lower-case hex of a digest.
@@ -265,14 +299,16 @@ fn size(report: &mut Report<'_>, path: &KeyPath, raw: Option<RawSize>) -> Option
     parsed.map_err(|message| report.at(path, message)).ok()
 }
 
-/// Validates a route's use of a plugin (`handler = { ... }`); `plugins` are the names
-/// of `[plugins]` in order.
+/// Validates a use of a plugin (`handler = { ... }`, a `filters` entry, or the keys of a
+/// plugin authorizer); `plugins` are the names of `[plugins]` in order.
 pub fn plugin_use(
     report: &mut Report<'_>,
     path: &KeyPath,
     raw: RawPluginUse,
-    plugins: &[&str],
+    names: UseNames<'_>,
+    kind: UseKind,
 ) -> PluginUse {
+    let plugins = names.plugins;
     let plugin = match raw.plugin {
         None => {
             report.at(
@@ -297,13 +333,74 @@ pub fn plugin_use(
             }
         },
     };
-    let config = serde_json::Value::Object(raw.config.unwrap_or_default()).to_string();
+    let config = raw.config.unwrap_or_default();
+    let upstreams = outbound_upstreams(report, &path.key("config"), &config, names.upstreams);
+    let config = serde_json::Value::Object(config).to_string();
+    let on_error = match (kind, raw.on_error.as_deref()) {
+        (_, None) => OnError::Fail,
+        (UseKind::Filter, Some("fail")) => OnError::Fail,
+        (UseKind::Filter, Some("skip")) => OnError::Skip,
+        (UseKind::Filter, Some(other)) => {
+            report.at(
+                &path.key("on_error"),
+                format!("invalid value {other:?}, expected \"fail\" or \"skip\""),
+            );
+            OnError::Fail
+        }
+        (_, Some(_)) => {
+            report.at(
+                &path.key("on_error"),
+                "only filters have `on_error` (a failed handler always fails the request)",
+            );
+            OnError::Fail
+        }
+    };
     PluginUse {
         plugin,
         config: Arc::from(config),
         body: raw.body.unwrap_or(false),
         max_body: size(report, &path.key("max_body"), raw.max_body),
+        on_error,
+        upstreams,
     }
+}
+
+/// `config.upstreams = ["NAME", ...]`: the upstreams a plugin's `outbound` may reach.
+fn outbound_upstreams(
+    report: &mut Report<'_>,
+    path: &KeyPath,
+    config: &serde_json::Map<String, serde_json::Value>,
+    known: &[&str],
+) -> Arc<[(String, usize)]> {
+    let Some(value) = config.get("upstreams") else {
+        return Arc::from([]);
+    };
+    let path = path.key("upstreams");
+    let Some(list) = value.as_array() else {
+        report.at(&path, "expected a list of `[upstreams.NAME]` names");
+        return Arc::from([]);
+    };
+    let mut out = Vec::new();
+    for (i, item) in list.iter().enumerate() {
+        let Some(name) = item.as_str() else {
+            report.at(
+                &path.index(i),
+                "expected the name of an `[upstreams.NAME]` table",
+            );
+            continue;
+        };
+        match known.iter().position(|known| *known == name) {
+            Some(index) => out.push((name.to_owned(), index)),
+            None => report.at(
+                &path.index(i),
+                format!(
+                    "unknown upstream {name:?}{}",
+                    did_you_mean(name, known.iter().copied())
+                ),
+            ),
+        }
+    }
+    out.into()
 }
 
 #[cfg(test)]

@@ -19,8 +19,7 @@ use super::keypath::{KeyPath, Segment};
 /// Keys that DESIGN.md describes but this version does not implement yet. An unknown key
 /// found here gets "not supported by this version of weir yet" instead of "unknown key".
 /// Remove an entry when its feature lands (and add the key to the raw type).
-pub const NOT_YET_SUPPORTED: &[(Table, &str)] =
-    &[(Table::Route, "filters"), (Table::Route, "websocket")];
+pub const NOT_YET_SUPPORTED: &[(Table, &str)] = &[(Table::Route, "websocket")];
 
 /// The whole file.
 #[derive(Debug, Default, Deserialize)]
@@ -56,7 +55,8 @@ pub struct RawPluginLimits {
     pub concurrency: Option<i64>,
 }
 
-/// A use of a plugin on a route: `handler = { plugin, config, body, max_body }`.
+/// A use of a plugin on a route: `handler = { plugin, config, body, max_body }` or one
+/// entry of `filters = [{ plugin, config, body, max_body, on_error }]`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(default, expecting = "a table")]
 pub struct RawPluginUse {
@@ -65,6 +65,8 @@ pub struct RawPluginUse {
     pub config: Option<serde_json::Map<String, serde_json::Value>>,
     pub body: Option<bool>,
     pub max_body: Option<RawSize>,
+    /// Filters only: `"fail"` or `"skip"`.
+    pub on_error: Option<String>,
 }
 
 /// `[log]`.
@@ -178,6 +180,7 @@ pub struct RawRoute {
     pub upstream: Option<String>,
     pub mock: Option<RawMock>,
     pub handler: Option<RawPluginUse>,
+    pub filters: Option<Vec<RawPluginUse>>,
     pub throttle: Option<RawThrottles>,
     pub cache: Option<RawRouteCache>,
     pub on_state_error: Option<String>,
@@ -187,6 +190,8 @@ pub struct RawRoute {
     pub cors: Option<RawCors>,
     pub allow_cidrs: Option<Vec<String>>,
     pub deny_cidrs: Option<Vec<String>>,
+    pub websocket_idle_timeout: Option<String>,
+    pub websocket_max_duration: Option<String>,
 }
 
 /// `[authorizers.NAME]`.
@@ -207,6 +212,12 @@ pub struct RawAuthorizer {
     pub jwks_refresh: Option<String>,
     pub jwks_cooldown: Option<String>,
     pub token_cache: Option<i64>,
+    // `type = "plugin"`
+    pub plugin: Option<String>,
+    pub identity: Option<Vec<String>>,
+    pub cache_ttl: Option<String>,
+    pub config: Option<serde_json::Map<String, serde_json::Value>>,
+    pub forward_context: Option<BTreeMap<String, String>>,
 }
 
 /// `[usage_plans.NAME]`: the plan's limits, and per-route overrides.
@@ -572,6 +583,7 @@ impl Table {
             [p, Key(_)] if key(p, "plugins") => Self::Plugin,
             [p, Key(_), l] if key(p, "plugins") && key(l, "limits") => Self::PluginLimits,
             [r, Index(_), h] if key(r, "routes") && key(h, "handler") => Self::PluginUse,
+            [r, Index(_), f, Index(_)] if key(r, "routes") && key(f, "filters") => Self::PluginUse,
             [p, Key(_), q] if key(p, "usage_plans") && key(q, "quota") => Self::Quota,
             [p, Key(_), r, Key(_)] if key(p, "usage_plans") && key(r, "routes") => Self::PlanLimits,
             [p, Key(_), r, Key(_), q]

@@ -91,7 +91,14 @@ pub fn validate(
         .collect();
     v.unique_route_names(&routes_path, &routes);
     let log = v.log(raw.log);
-    let access = super::access::access(v.report, document, base_dir, raw_access, &mut routes);
+    let access = super::access::access(
+        v.report,
+        document,
+        base_dir,
+        raw_access,
+        &mut routes,
+        names.uses(),
+    );
 
     Validated {
         server,
@@ -108,6 +115,15 @@ pub fn validate(
 struct Names<'a> {
     upstreams: &'a [&'a str],
     plugins: &'a [&'a str],
+}
+
+impl Names<'_> {
+    fn uses(&self) -> super::plugins::UseNames<'_> {
+        super::plugins::UseNames {
+            plugins: self.plugins,
+            upstreams: self.upstreams,
+        }
+    }
 }
 
 /// Reports a key that no raw type accepted.
@@ -607,7 +623,30 @@ impl Validator<'_, '_> {
             .filter_map(|(i, host)| self.host_name(&hosts_path.index(i), host))
             .collect();
         let max_body = self.size(&path.key("max_body"), raw.max_body);
+        let websocket = super::websocket::route(
+            self.report,
+            path,
+            raw.upstream.is_some(),
+            raw.websocket_idle_timeout,
+            raw.websocket_max_duration,
+        );
         let integration = self.integration(path, raw.upstream, raw.mock, raw.handler, names);
+        let filters_path = path.key("filters");
+        let filters = raw
+            .filters
+            .unwrap_or_default()
+            .into_iter()
+            .enumerate()
+            .map(|(i, raw)| {
+                super::plugins::plugin_use(
+                    self.report,
+                    &filters_path.index(i),
+                    raw,
+                    names.uses(),
+                    super::plugins::UseKind::Filter,
+                )
+            })
+            .collect();
         if raw.name.as_deref() == Some("") {
             self.report.at(
                 &path.key("name"),
@@ -631,8 +670,10 @@ impl Validator<'_, '_> {
             hosts,
             max_body,
             integration,
+            filters,
             traffic,
             access: RouteAccess::default(),
+            websocket,
         }
     }
 
@@ -681,7 +722,8 @@ impl Validator<'_, '_> {
                 self.report,
                 &path.key("handler"),
                 handler,
-                names.plugins,
+                names.uses(),
+                super::plugins::UseKind::Handler,
             )),
             (None, None, None) => {
                 self.report.at(path, NEEDS_ONE);

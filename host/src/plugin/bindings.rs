@@ -34,10 +34,48 @@ pub mod handler {
     });
 }
 
+/// The `filter` world: `on-request` and `on-response`, in one instance per request.
+pub mod filter {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "weir:plugin/filter",
+        with: {
+            "weir:plugin/types": super::imports::weir::plugin::types,
+            "weir:plugin/log": super::imports::weir::plugin::log,
+            "weir:plugin/config": super::imports::weir::plugin::config,
+            "weir:plugin/kv": super::imports::weir::plugin::kv,
+            "weir:plugin/outbound": super::imports::weir::plugin::outbound,
+        },
+        exports: { default: async },
+    });
+}
+
+/// The `authorizer` world: `authorize(request) -> decision`.
+pub mod authorizer {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "weir:plugin/authorizer",
+        with: {
+            "weir:plugin/types": super::imports::weir::plugin::types,
+            "weir:plugin/log": super::imports::weir::plugin::log,
+            "weir:plugin/config": super::imports::weir::plugin::config,
+            "weir:plugin/kv": super::imports::weir::plugin::kv,
+            "weir:plugin/outbound": super::imports::weir::plugin::outbound,
+        },
+        exports: { default: async },
+    });
+}
+
 pub use imports::weir::plugin::types::{AuthContext, Request, Response, TlsIdentity};
 
 /// Export names each role needs (world-level function exports).
 pub mod exports {
     /// `handler`.
     pub const HANDLE: &str = "handle";
+    /// `filter`, on the way in.
+    pub const ON_REQUEST: &str = "on-request";
+    /// `filter`, on the way out.
+    pub const ON_RESPONSE: &str = "on-response";
+    /// `authorizer`.
+    pub const AUTHORIZE: &str = "authorize";
 }

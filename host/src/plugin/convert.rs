@@ -30,19 +30,69 @@ pub fn request(
     client: IpAddr,
     body: Option<Bytes>,
 ) -> Request {
+    build(
+        (&parts.method, &parts.uri, &parts.headers, &parts.extensions),
+        path,
+        params,
+        client,
+        body,
+    )
+}
+
+/// [`request`] from a whole `http::Request`, whose body stays where it is.
+pub fn request_head<B>(
+    request: &http::Request<B>,
+    path: &str,
+    params: &Params,
+    client: IpAddr,
+    body: Option<Bytes>,
+) -> Request {
+    build(
+        (
+            request.method(),
+            request.uri(),
+            request.headers(),
+            request.extensions(),
+        ),
+        path,
+        params,
+        client,
+        body,
+    )
+}
+
+type Head<'a> = (
+    &'a http::Method,
+    &'a http::Uri,
+    &'a HeaderMap,
+    &'a http::Extensions,
+);
+
+fn build(
+    (method, uri, headers_in, extensions): Head<'_>,
+    path: &str,
+    params: &Params,
+    client: IpAddr,
+    body: Option<Bytes>,
+) -> Request {
     Request {
-        method: parts.method.as_str().to_owned(),
+        method: method.as_str().to_owned(),
         path: path.to_owned(),
-        query: parts.uri.query().unwrap_or("").to_owned(),
-        headers: headers(&parts.headers),
+        query: uri.query().unwrap_or("").to_owned(),
+        headers: headers(headers_in),
         params: params
             .iter()
             .map(|(name, value)| (name.to_owned(), value.to_owned()))
             .collect(),
         client_addr: client.to_string(),
-        // The transport does not hand client certificates to the pipeline yet.
-        tls_client: None,
-        auth: auth(&parts.extensions),
+        tls_client: extensions
+            .get::<std::sync::Arc<identity::ClientCert>>()
+            .map(|cert| super::bindings::TlsIdentity {
+                subject: cert.subject.clone(),
+                sans: cert.sans.clone(),
+                fingerprint_sha256: cert.fingerprint_sha256.clone(),
+            }),
+        auth: auth(extensions),
         body: body.map(|bytes| bytes.to_vec()),
     }
 }

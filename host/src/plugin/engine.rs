@@ -1,5 +1,6 @@
 //! The one wasmtime [`Engine`] of the process, its epoch ticker, and the [`Linker`] every
-//! plugin is linked against.
+//! plugin is linked against: WASI 0.2, `wasi:http` (types and outgoing-handler, whose
+//! requests are refused, see [`super::host::HttpHooks`]) and the `weir:plugin` imports.
 //!
 //! Created on first use (the first config with a `[plugins]` table) and kept for the
 //! life of the process: reloads compile new components with the same engine, so the
@@ -83,6 +84,8 @@ impl Runtime {
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)
             .map_err(|error| format!("cannot link WASI: {error:#}"))?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
+            .map_err(|error| format!("cannot link wasi:http: {error:#}"))?;
         Imports::add_to_linker::<Host, HasSelf<Host>>(&mut linker, |host| host)
             .map_err(|error| format!("cannot link the weir:plugin imports: {error:#}"))?;
         start_ticker(engine.clone())?;

@@ -1,6 +1,7 @@
 //! What a plugin instance may reach: the store data of one call ([`Host`]) and the host
 //! functions of `wit/plugin.wit` (`log`, `config`, `kv`, `outbound`), plus a WASI 0.2
-//! context with nothing in it but clocks and randomness.
+//! context with nothing in it but clocks and randomness, and the `wasi:http` types (for
+//! `wasi:http/proxy` handlers) with outgoing requests refused ([`HttpHooks`]).
 //!
 //! **Invariant:** host functions never call back into the guest and stay shallow (no
 //! deep recursion on the host stack); the ones that wait (`kv`) are bounded by the state
@@ -11,9 +12,11 @@ use std::sync::Arc;
 use bytes::Bytes;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
 use super::bindings::imports::weir::plugin::{config, kv, log, outbound};
 use crate::state::State;
+use crate::upstream::UpstreamPool;
 
 /// The longest log line a plugin may write, in bytes; longer lines are cut.
 pub const MAX_LOG_LINE_BYTES: usize = 4096;
@@ -21,6 +24,9 @@ pub const MAX_LOG_LINE_BYTES: usize = 4096;
 pub const MAX_KV_KEY_BYTES: usize = 1024;
 /// The largest KV value, in bytes.
 pub const MAX_KV_VALUE_BYTES: usize = 1024 * 1024;
+
+/// The largest outbound response body a plugin gets, in bytes (`too-large` past it).
+pub const MAX_OUTBOUND_BODY_BYTES: u64 = 16 * 1024 * 1024;
 
 /// Who is calling, for the host functions and the logs.
 #[derive(Debug, Clone)]
@@ -32,23 +38,60 @@ pub struct CallInfo {
     pub config: Arc<str>,
     /// The state backend behind `kv`.
     pub state: Arc<State>,
+    /// What `outbound` may reach.
+    pub outbound: Outbound,
+}
+
+/// The upstreams a use of a plugin may send requests to (`config.upstreams`), and the
+/// gateway's pools they are in.
+#[derive(Debug, Clone)]
+pub struct Outbound {
+    pub pools: Arc<[UpstreamPool]>,
+    /// (name, index into `pools`).
+    pub allowed: Arc<[(String, usize)]>,
+}
+
+impl Outbound {
+    /// Nothing reachable.
+    pub fn none() -> Outbound {
+        Outbound {
+            pools: Arc::from([]),
+            allowed: Arc::from([]),
+        }
+    }
+
+    fn pool(&self, name: &str) -> Option<&UpstreamPool> {
+        let (_, index) = self.allowed.iter().find(|(allowed, _)| allowed == name)?;
+        self.pools.get(*index)
+    }
 }
 
 /// The data of one store (one request's instance).
 pub struct Host {
     wasi: WasiCtx,
+    http: WasiHttpCtx,
+    http_hooks: HttpHooks,
     table: ResourceTable,
     pub(super) limiter: MemoryCap,
     call: CallInfo,
+    /// When the running call must stop (set before each call; the epoch callback checks
+    /// it).
+    pub(super) deadline: std::time::Instant,
 }
 
 impl Host {
     pub fn new(call: CallInfo, memory_bytes: usize) -> Host {
         Host {
             wasi: sandbox(),
+            http: WasiHttpCtx::new(),
+            http_hooks: HttpHooks {
+                plugin: call.plugin.clone(),
+                request_id: call.request_id.clone(),
+            },
             table: ResourceTable::new(),
             limiter: MemoryCap::new(memory_bytes),
             call,
+            deadline: std::time::Instant::now(),
         }
     }
 
@@ -75,6 +118,53 @@ impl WasiView for Host {
             ctx: &mut self.wasi,
             table: &mut self.table,
         }
+    }
+}
+
+impl WasiHttpView for Host {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.http_hooks,
+        }
+    }
+}
+
+/// How `wasi:http` behaves for a plugin: the default header rules, and no outgoing
+/// requests. `wasi:http/outgoing-handler` is linked (standard `wasi:http/proxy` components
+/// import it) but every request sent through it fails with `HTTP-request-denied`: a
+/// plugin reaches only the upstreams its config names, through `weir:plugin/outbound`
+/// (see docs/security-model.md).
+pub struct HttpHooks {
+    plugin: Arc<str>,
+    request_id: Arc<str>,
+}
+
+impl WasiHttpHooks for HttpHooks {
+    fn send_request(
+        &mut self,
+        request: http::Request<wasmtime_wasi_http::WasiBody>,
+        _options: Option<wasmtime_wasi_http::RequestOptions>,
+        _fut: Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
+    ) -> Box<
+        dyn Future<
+                Output = wasmtime_wasi_http::Result<(
+                    http::Response<wasmtime_wasi_http::WasiBody>,
+                    Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
+                )>,
+            > + Send,
+    > {
+        tracing::debug!(
+            plugin = &*self.plugin,
+            request_id = &*self.request_id,
+            method = %request.method(),
+            authority = request.uri().authority().map_or("", |a| a.as_str()),
+            "plugin outgoing wasi:http request refused: plugins reach upstreams through `outbound` only"
+        );
+        Box::new(std::future::ready(Err(
+            wasmtime_wasi_http::Error::HttpRequestDenied,
+        )))
     }
 }
 
@@ -207,19 +297,89 @@ impl Host {
 }
 
 impl outbound::Host for Host {
-    /// Outbound requests are not wired to the upstream pools yet: every upstream is
-    /// refused, which is what a plugin whose config names none gets anyway.
+    /// Sends the request through the named upstream's pool (its load balancing, timeouts,
+    /// retries and ejection apply) and buffers the response, up to
+    /// [`MAX_OUTBOUND_BODY_BYTES`]. Only the upstreams the use's `config.upstreams` names
+    /// are reachable.
     async fn send(
         &mut self,
         request: outbound::OutboundRequest,
     ) -> Result<super::bindings::Response, outbound::Error> {
-        tracing::debug!(
-            plugin = &*self.call.plugin,
-            request_id = &*self.call.request_id,
-            upstream = request.upstream,
-            "plugin outbound request refused"
-        );
-        Err(outbound::Error::NotAllowed)
+        let (plugin, request_id) = (&*self.call.plugin, &*self.call.request_id);
+        let Some(pool) = self.call.outbound.pool(&request.upstream) else {
+            tracing::debug!(
+                plugin,
+                request_id,
+                upstream = request.upstream,
+                "plugin outbound request refused: upstream not in its config's `upstreams`"
+            );
+            return Err(outbound::Error::NotAllowed);
+        };
+        let invalid = |what: &str| {
+            tracing::debug!(
+                plugin,
+                request_id,
+                "plugin outbound request refused: {what}"
+            );
+            outbound::Error::NotAllowed
+        };
+        if !request.path_and_query.starts_with('/') {
+            return Err(invalid("path must start with '/'"));
+        }
+        let method = http::Method::from_bytes(request.method.as_bytes())
+            .map_err(|_| invalid("invalid method"))?;
+        let path_and_query = http::uri::PathAndQuery::try_from(request.path_and_query.as_str())
+            .map_err(|_| invalid("invalid path"))?;
+        let mut headers = super::convert::header_map(request.headers)
+            .map_err(|_| invalid("invalid header field"))?;
+        crate::headers::strip_hop_by_hop(&mut headers);
+        headers.remove(http::header::CONTENT_LENGTH);
+        if let Ok(id) = http::HeaderValue::from_str(request_id) {
+            headers.insert(&crate::headers::X_REQUEST_ID, id);
+        }
+        let body = request.body.map(Bytes::from).unwrap_or_default();
+        if body.len() as u64 > MAX_OUTBOUND_BODY_BYTES {
+            return Err(outbound::Error::TooLarge);
+        }
+        if !body.is_empty() {
+            headers.insert(
+                http::header::CONTENT_LENGTH,
+                http::HeaderValue::from(body.len()),
+            );
+        }
+        let mut outgoing = http::Request::new(crate::body::Body::full(body));
+        *outgoing.method_mut() = method;
+        *outgoing.headers_mut() = headers;
+        let mut report = crate::upstream::UpstreamReport::default();
+        let forward = crate::upstream::Forward {
+            path_and_query: path_and_query.as_str(),
+            upgrade: false,
+        };
+        let response = pool
+            .forward(outgoing, forward, &mut report)
+            .await
+            .map_err(|error| {
+                tracing::debug!(plugin, request_id, error = %error, "plugin outbound request failed");
+                match error {
+                    crate::error::GatewayError::UpstreamTimeout { .. } => outbound::Error::Timeout,
+                    _ => outbound::Error::Unreachable,
+                }
+            })?;
+        let (parts, body) = response.into_parts();
+        let limit = MAX_OUTBOUND_BODY_BYTES;
+        let body = crate::pipeline::buffer_body(&parts.headers, body, limit)
+            .await
+            .map_err(|error| match error {
+                crate::error::GatewayError::BodyTooLarge { .. } => outbound::Error::TooLarge,
+                _ => outbound::Error::Unreachable,
+            })?;
+        let mut headers = parts.headers;
+        crate::headers::strip_hop_by_hop(&mut headers);
+        Ok(super::bindings::Response {
+            status: parts.status.as_u16(),
+            headers: super::convert::headers(&headers),
+            body: Some(body.to_vec()),
+        })
     }
 }
 

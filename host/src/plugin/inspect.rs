@@ -5,19 +5,17 @@ use std::path::Path;
 
 use wasmtime::component::types::ComponentItem;
 
-use super::Runtime;
 use super::bindings::exports;
+use super::{Role, Runtime};
 use crate::config::plugins::{check_component, hex, sha256};
-
-/// The prefix of the export a standard `wasi:http/proxy` component has.
-const WASI_HTTP_HANDLER: &str = "wasi:http/incoming-handler@0.2";
 
 /// What a component file holds.
 #[derive(Debug, Clone)]
 pub struct Inspection {
     pub size: u64,
     pub sha256: String,
-    /// Roles it can play on a route (`handler`, `filter`, `authorizer`).
+    /// Roles it can play on a route (`handler`, `filter`, `authorizer`); a standard
+    /// `wasi:http/proxy` component's is `handler (wasi:http)`.
     pub roles: Vec<&'static str>,
     /// Export names; interfaces are marked `(interface)`.
     pub exports: Vec<String>,
@@ -67,30 +65,21 @@ pub fn inspect(path: &Path) -> Result<Inspection, String> {
         ComponentItem::ComponentInstance(_) => format!("{name} (interface)"),
         _ => format!("{name} (other)"),
     };
-    let export_list: Vec<(String, bool)> = ty
+    let export_list = ty
         .exports(&runtime.engine)
-        .map(|(name, item)| {
-            let is_func = matches!(item.ty, ComponentItem::ComponentFunc(_));
-            (describe(name, item.ty), is_func)
+        .map(|(name, item)| describe(name, item.ty))
+        .collect();
+    // The roles as loading decides them (`Plugins::build`).
+    let names = super::export_names(&runtime.engine, &component);
+    let roles = Role::of(&names)
+        .into_iter()
+        .map(|role| match role {
+            Role::Handler if !names.iter().any(|name| name == exports::HANDLE) => {
+                "handler (wasi:http)"
+            }
+            role => role.as_str(),
         })
         .collect();
-    let has = |name: &str| export_list.iter().any(|(n, f)| *f && n == name);
-    let mut roles = Vec::new();
-    if has(exports::HANDLE) {
-        roles.push("handler");
-    }
-    if has("on-request") && has("on-response") {
-        roles.push("filter");
-    }
-    if has("authorize") {
-        roles.push("authorizer");
-    }
-    if export_list
-        .iter()
-        .any(|(n, _)| n.starts_with(WASI_HTTP_HANDLER))
-    {
-        roles.push("wasi:http handler (not supported yet)");
-    }
     let imports = ty
         .imports(&runtime.engine)
         .map(|(name, item)| describe(name, item.ty))
@@ -99,7 +88,7 @@ pub fn inspect(path: &Path) -> Result<Inspection, String> {
         size: bytes.len() as u64,
         sha256: hex(&digest),
         roles,
-        exports: export_list.into_iter().map(|(n, _)| n).collect(),
+        exports: export_list,
         imports,
     })
 }

@@ -26,21 +26,28 @@ pub mod convert;
 pub mod engine;
 pub mod host;
 pub mod inspect;
+pub mod stats;
+pub mod wasi_http;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::sync::Semaphore;
 use wasmtime::component::{Component, InstancePre, types::ComponentItem};
 use wasmtime::{Store, Trap, UpdateDeadline};
 
-use crate::config::{Config, Integration};
+use crate::config::{AuthorizerKind, Config, Integration};
+use bindings::authorizer::AuthorizerPre;
+pub use bindings::authorizer::{Allow, Decision};
+pub use bindings::filter::RequestOutcome;
+use bindings::filter::{Filter, FilterPre};
 use bindings::handler::HandlerPre;
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
 pub use bindings::{Request, Response};
 pub use engine::Runtime;
-pub use host::CallInfo;
 use host::Host;
+pub use host::{CallInfo, Outbound};
+use stats::{Export, PluginStats};
 
 /// Extra wall-clock time allowed past a plugin's `timeout` before the call is abandoned
 /// (the epoch deadline normally stops it first).
@@ -50,20 +57,45 @@ pub const WALL_CLOCK_GRACE: Duration = Duration::from_millis(100);
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
     Handler,
+    Filter,
+    Authorizer,
 }
 
 impl Role {
     pub fn as_str(self) -> &'static str {
         match self {
             Role::Handler => "handler",
+            Role::Filter => "filter",
+            Role::Authorizer => "authorizer",
         }
     }
 
-    /// The export the role calls.
-    fn export(self) -> &'static str {
+    /// The exports the role calls.
+    fn exports(self) -> &'static [&'static str] {
+        use bindings::exports::*;
         match self {
-            Role::Handler => bindings::exports::HANDLE,
+            Role::Handler => &[HANDLE],
+            Role::Filter => &[ON_REQUEST, ON_RESPONSE],
+            Role::Authorizer => &[AUTHORIZE],
         }
+    }
+
+    /// The roles a component with these exports can play. A standard `wasi:http/proxy`
+    /// component (exporting `wasi:http/incoming-handler@0.2.x`) can be a handler too.
+    pub fn of(exports: &[String]) -> Vec<Role> {
+        [Role::Handler, Role::Filter, Role::Authorizer]
+            .into_iter()
+            .filter(|role| {
+                role.exported(exports) || (*role == Role::Handler && wasi_http::exported(exports))
+            })
+            .collect()
+    }
+
+    /// Whether the role's `weir:plugin` functions are all among `exports`.
+    fn exported(self, exports: &[String]) -> bool {
+        self.exports()
+            .iter()
+            .all(|name| exports.iter().any(|e| e == name))
     }
 }
 
@@ -84,10 +116,11 @@ pub enum LoadError {
     Compile { path: String, reason: String },
     #[error("cannot link {path}: {reason}")]
     Link { path: String, reason: String },
-    #[error("used as a {role} but does not export `{export}` (its exports: {exports})")]
+    #[error("used as a {role} but does not export {export} (its exports: {exports})")]
     MissingExport {
         role: &'static str,
-        export: &'static str,
+        /// What is missing, quoted (for a handler, both ways to be one).
+        export: String,
         exports: String,
     },
 }
@@ -138,7 +171,14 @@ pub struct Plugins {
 impl Plugins {
     /// Compiles and links every plugin of `config` and checks each use's role. No plugins,
     /// no engine: a config without `[plugins]` never starts wasmtime.
-    pub fn build(config: &Config) -> Result<Plugins, (String, LoadError)> {
+    ///
+    /// On a reload, `previous` is the running gateway's plugins: a plugin whose name,
+    /// digest and limits did not change is kept as it is (no compile, no link, and its
+    /// counters and concurrency permits go on).
+    pub fn build(
+        config: &Config,
+        previous: Option<&Plugins>,
+    ) -> Result<Plugins, (String, LoadError)> {
         if config.plugins.is_empty() {
             return Ok(Plugins::default());
         }
@@ -147,19 +187,24 @@ impl Plugins {
             (name, LoadError::Runtime(reason))
         })?;
         let mut plugins = Vec::with_capacity(config.plugins.len());
-        for spec in &config.plugins {
-            let roles: Vec<Role> = config
-                .routes
-                .iter()
-                .filter_map(|route| match &route.integration {
-                    Integration::Handler(use_) if use_.plugin == plugins.len() => {
-                        Some(Role::Handler)
-                    }
-                    _ => None,
+        for (index, spec) in config.plugins.iter().enumerate() {
+            let roles = roles_of(config, index);
+            let kept = previous.and_then(|previous| {
+                previous.plugins.iter().find(|p| {
+                    *p.name == *spec.name && p.sha256 == spec.sha256 && p.limits == spec.limits
                 })
-                .collect();
-            let plugin = Plugin::load(runtime, spec, &roles).map_err(|e| (spec.name.clone(), e))?;
-            plugins.push(Arc::new(plugin));
+            });
+            let plugin = match kept {
+                Some(plugin) => {
+                    check_roles(&plugin.exports, &roles).map_err(|e| (spec.name.clone(), e))?;
+                    tracing::info!(plugin = spec.name, "plugin unchanged, kept as loaded");
+                    plugin.clone()
+                }
+                None => Arc::new(
+                    Plugin::load(runtime, spec, &roles).map_err(|e| (spec.name.clone(), e))?,
+                ),
+            };
+            plugins.push(plugin);
         }
         Ok(Plugins { plugins })
     }
@@ -168,18 +213,90 @@ impl Plugins {
     pub fn get(&self, index: usize) -> Option<&Arc<Plugin>> {
         self.plugins.get(index)
     }
+
+    /// Every plugin, in `config.plugins` order.
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<Plugin>> {
+        self.plugins.iter()
+    }
+}
+
+/// Refuses a component used in a role whose functions it does not export.
+fn check_roles(exports: &[String], roles: &[Role]) -> Result<(), LoadError> {
+    let playable = Role::of(exports);
+    for role in roles.iter().filter(|role| !playable.contains(role)) {
+        if let Some(missing) = role
+            .exports()
+            .iter()
+            .find(|name| !exports.iter().any(|e| e == *name))
+        {
+            return Err(LoadError::MissingExport {
+                role: role.as_str(),
+                export: match role {
+                    Role::Handler => format!(
+                        "`{missing}` (weir:plugin/handler) or `{}.x` (wasi:http/proxy)",
+                        wasi_http::HANDLER_INTERFACE
+                    ),
+                    _ => format!("`{missing}`"),
+                },
+                exports: if exports.is_empty() {
+                    "none".to_owned()
+                } else {
+                    exports.join(", ")
+                },
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The roles `config` uses plugin number `index` in.
+fn roles_of(config: &Config, index: usize) -> Vec<Role> {
+    let mut roles = Vec::new();
+    let mut add = |role| {
+        if !roles.contains(&role) {
+            roles.push(role);
+        }
+    };
+    for route in &config.routes {
+        if let Integration::Handler(use_) = &route.integration
+            && use_.plugin == index
+        {
+            add(Role::Handler);
+        }
+        if route.filters.iter().any(|use_| use_.plugin == index) {
+            add(Role::Filter);
+        }
+    }
+    for authorizer in &config.access.authorizers {
+        if let AuthorizerKind::Plugin(plugin) = &authorizer.kind
+            && plugin.plugin.plugin == index
+        {
+            add(Role::Authorizer);
+        }
+    }
+    roles
 }
 
 /// One compiled, linked plugin.
 pub struct Plugin {
     name: Arc<str>,
+    /// SHA-256 of the component file.
+    sha256: [u8; 32],
+    /// Its top-level function exports.
+    exports: Vec<String>,
     limits: crate::config::PluginLimits,
     runtime: &'static Runtime,
     handler: Option<HandlerPre<Host>>,
+    /// The handler role of a `wasi:http/proxy` component (when it has no `handle`).
+    proxy: Option<ProxyPre<Host>>,
+    filter: Option<FilterPre<Host>>,
+    authorizer: Option<AuthorizerPre<Host>>,
     permits: Arc<Semaphore>,
-    /// Calls started, and calls that failed.
-    calls: AtomicU64,
-    failures: AtomicU64,
+    /// Bytes of the component file, and where its compiled form came from.
+    size: u64,
+    compiled: cache::CacheUse,
+    /// Calls by export, failures by kind, call times (shared with the metrics).
+    stats: Arc<PluginStats>,
 }
 
 impl std::fmt::Debug for Plugin {
@@ -221,19 +338,7 @@ impl Plugin {
             reason: format!("{error:#}"),
         })?;
         let exports = export_names(&runtime.engine, &component);
-        for role in roles {
-            if !exports.iter().any(|name| name == role.export()) {
-                return Err(LoadError::MissingExport {
-                    role: role.as_str(),
-                    export: role.export(),
-                    exports: if exports.is_empty() {
-                        "none".to_owned()
-                    } else {
-                        exports.join(", ")
-                    },
-                });
-            }
-        }
+        check_roles(&exports, roles)?;
         let pre: InstancePre<Host> =
             runtime
                 .linker
@@ -242,16 +347,32 @@ impl Plugin {
                     path: path.clone(),
                     reason: format!("{error:#}"),
                 })?;
-        let handler = if exports.iter().any(|name| name == Role::Handler.export()) {
-            Some(
-                HandlerPre::new(pre.clone()).map_err(|error| LoadError::Link {
-                    path: path.clone(),
-                    reason: format!("{error:#}"),
-                })?,
-            )
-        } else {
-            None
+        // Each role the component can play gets its typed `*Pre`, whether or not this
+        // config uses it there (a type mismatch in an export is a link error).
+        let playable = Role::of(&exports);
+        let link = |error: wasmtime::Error| LoadError::Link {
+            path: path.clone(),
+            reason: format!("{error:#}"),
         };
+        let handler = Role::Handler
+            .exported(&exports)
+            .then(|| HandlerPre::new(pre.clone()))
+            .transpose()
+            .map_err(link)?;
+        let proxy = (handler.is_none() && wasi_http::exported(&exports))
+            .then(|| ProxyPre::new(pre.clone()))
+            .transpose()
+            .map_err(link)?;
+        let filter = playable
+            .contains(&Role::Filter)
+            .then(|| FilterPre::new(pre.clone()))
+            .transpose()
+            .map_err(link)?;
+        let authorizer = playable
+            .contains(&Role::Authorizer)
+            .then(|| AuthorizerPre::new(pre.clone()))
+            .transpose()
+            .map_err(link)?;
         tracing::info!(
             plugin = spec.name,
             path,
@@ -262,12 +383,18 @@ impl Plugin {
         );
         Ok(Plugin {
             name: Arc::from(spec.name.as_str()),
+            sha256: digest,
             limits: spec.limits,
             runtime,
             handler,
+            proxy,
+            filter,
+            authorizer,
             permits: Arc::new(Semaphore::new(spec.limits.concurrency)),
-            calls: AtomicU64::new(0),
-            failures: AtomicU64::new(0),
+            size: bytes.len() as u64,
+            compiled: cached,
+            stats: Arc::new(PluginStats::new(&exports)),
+            exports,
         })
     }
 
@@ -277,59 +404,151 @@ impl Plugin {
 
     /// Calls started since load.
     pub fn calls(&self) -> u64 {
-        self.calls.load(Ordering::Relaxed)
+        self.stats.calls()
     }
 
     /// Calls that failed since load.
     pub fn failures(&self) -> u64 {
-        self.failures.load(Ordering::Relaxed)
+        self.stats.failures()
+    }
+
+    /// Calls by export, failures by kind and call times since load.
+    pub fn stats(&self) -> &Arc<PluginStats> {
+        &self.stats
+    }
+
+    pub fn sha256(&self) -> &[u8; 32] {
+        &self.sha256
+    }
+
+    /// Bytes of the component file.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Its top-level function exports.
+    pub fn exports(&self) -> &[String] {
+        &self.exports
+    }
+
+    pub fn limits(&self) -> &crate::config::PluginLimits {
+        &self.limits
+    }
+
+    /// Whether its compiled form came from the on-disk cache (`hit`), was compiled and
+    /// cached (`miss`) or compiled without a cache (`off`), when it was loaded.
+    pub fn compiled(&self) -> &'static str {
+        self.compiled.as_str()
+    }
+
+    /// Instances alive now (each holds one of the `concurrency` permits).
+    pub fn in_flight(&self) -> usize {
+        self.limits
+            .concurrency
+            .saturating_sub(self.permits.available_permits())
     }
 
     /// The `handler` role: `handle(request) -> response`, in a fresh instance.
-    pub async fn handle(&self, call: CallInfo, request: Request) -> Result<Response, PluginError> {
+    pub async fn handle(
+        self: &Arc<Self>,
+        call: CallInfo,
+        request: Request,
+    ) -> Result<Response, PluginError> {
         let Some(pre) = &self.handler else {
             // `Plugins::build` refused this config; kept as an error, not a panic.
             return Err(PluginError::Instantiate("no `handle` export".to_owned()));
         };
-        self.run(call, async |store| {
+        let mut call = self.start(call, Export::Handle)?;
+        call.run(Export::Handle, async |store| {
             let instance = pre.instantiate_async(&mut *store).await?;
             instance.call_handle(&mut *store, &request).await
         })
         .await
     }
 
-    /// Runs `body` in a fresh store under the plugin's limits, and classifies failures.
-    async fn run<T>(
-        &self,
-        call: CallInfo,
-        body: impl AsyncFnOnce(&mut Store<Host>) -> wasmtime::Result<T>,
-    ) -> Result<T, PluginError> {
-        self.calls.fetch_add(1, Ordering::Relaxed);
-        let result = self.run_inner(call, body).await;
-        if result.is_err() {
-            self.failures.fetch_add(1, Ordering::Relaxed);
-        }
-        result
+    /// Whether the `handler` role is played by a standard `wasi:http/proxy` component
+    /// ([`Plugin::handle_wasi_http`]) rather than by `weir:plugin`'s `handle`.
+    pub fn speaks_wasi_http(&self) -> bool {
+        self.proxy.is_some()
     }
 
-    async fn run_inner<T>(
-        &self,
+    /// The `handler` role of a `wasi:http/proxy` component: the request streamed in,
+    /// the response streamed out, in a fresh instance ([`wasi_http`]). `request`'s body is
+    /// already capped at `max_body`; `path` is the canonical path.
+    pub async fn handle_wasi_http(
+        self: &Arc<Self>,
         call: CallInfo,
-        body: impl AsyncFnOnce(&mut Store<Host>) -> wasmtime::Result<T>,
-    ) -> Result<T, PluginError> {
-        let _permit = self
-            .permits
-            .clone()
-            .try_acquire_owned()
-            .map_err(|_| PluginError::Busy)?;
-        let timeout = self.limits.timeout;
+        request: http::Request<crate::body::Body>,
+        path: &str,
+        tls: bool,
+    ) -> Result<http::Response<crate::body::Body>, PluginError> {
+        let Some(pre) = &self.proxy else {
+            return Err(PluginError::Instantiate(format!(
+                "no `{}` export",
+                wasi_http::HANDLER_INTERFACE
+            )));
+        };
+        let request_id = call.request_id.clone();
+        let call = self.start(call, Export::Handle)?;
+        wasi_http::handle(call, pre.clone(), request_id, request, path, tls).await
+    }
+
+    /// The `authorizer` role: `authorize(request) -> decision`, in a fresh instance.
+    pub async fn authorize(
+        self: &Arc<Self>,
+        call: CallInfo,
+        request: Request,
+    ) -> Result<Decision, PluginError> {
+        let Some(pre) = &self.authorizer else {
+            return Err(PluginError::Instantiate("no `authorize` export".to_owned()));
+        };
+        let mut call = self.start(call, Export::Authorize)?;
+        call.run(Export::Authorize, async |store| {
+            let instance = pre.instantiate_async(&mut *store).await?;
+            instance.call_authorize(&mut *store, &request).await
+        })
+        .await
+    }
+
+    /// The `filter` role on the way in: a fresh instance runs `on-request`. Unless the
+    /// filter answered the request itself, the instance comes back to run `on-response`
+    /// of the same request ([`FilterInstance::on_response`]).
+    pub async fn on_request(
+        self: &Arc<Self>,
+        call: CallInfo,
+        request: Request,
+    ) -> Result<(RequestOutcome, Option<FilterInstance>), PluginError> {
+        let Some(pre) = &self.filter else {
+            return Err(PluginError::Instantiate(
+                "no `on-request` export".to_owned(),
+            ));
+        };
+        let mut call = self.start(call, Export::OnRequest)?;
+        let (outcome, instance) = call
+            .run(Export::OnRequest, async |store| {
+                let instance = pre.instantiate_async(&mut *store).await?;
+                let outcome = instance.call_on_request(&mut *store, &request).await?;
+                Ok((outcome, instance))
+            })
+            .await?;
+        let instance = match outcome {
+            RequestOutcome::Continue(_) => Some(FilterInstance { call, instance }),
+            RequestOutcome::Respond(_) => None,
+        };
+        Ok((outcome, instance))
+    }
+
+    /// A concurrency permit and a fresh store for one request's calls.
+    fn start(self: &Arc<Self>, call: CallInfo, export: Export) -> Result<Call, PluginError> {
+        let Ok(permit) = self.permits.clone().try_acquire_owned() else {
+            self.stats.refused(export, &PluginError::Busy);
+            return Err(PluginError::Busy);
+        };
         let memory = usize::try_from(self.limits.memory).unwrap_or(usize::MAX);
         let mut store = Store::new(&self.runtime.engine, Host::new(call, memory));
         store.limiter(|host| &mut host.limiter);
-        let deadline = Instant::now() + timeout;
-        store.set_epoch_deadline(1);
-        store.epoch_deadline_callback(move |_| {
-            if Instant::now() >= deadline {
+        store.epoch_deadline_callback(|store| {
+            if Instant::now() >= store.data().deadline {
                 Ok(UpdateDeadline::Interrupt)
             } else {
                 // tokio's `yield_now` lets the I/O driver run before this task again;
@@ -340,12 +559,11 @@ impl Plugin {
                 ))
             }
         });
-        let outcome = tokio::time::timeout(timeout + WALL_CLOCK_GRACE, body(&mut store)).await;
-        match outcome {
-            Err(_) => Err(PluginError::Timeout(timeout)),
-            Ok(Ok(value)) => Ok(value),
-            Ok(Err(error)) => Err(self.classify(&error, store.data(), timeout)),
-        }
+        Ok(Call {
+            plugin: self.clone(),
+            store,
+            _permit: permit,
+        })
     }
 
     fn classify(&self, error: &wasmtime::Error, host: &Host, timeout: Duration) -> PluginError {
@@ -364,6 +582,62 @@ impl Plugin {
                 }
             }
         }
+    }
+}
+
+/// One request's store of a plugin, holding one of its concurrency permits.
+struct Call {
+    plugin: Arc<Plugin>,
+    store: Store<Host>,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl Call {
+    /// Runs `body` under the plugin's deadline, and classifies failures. After a failure
+    /// the store must not be used again (a trap poisons it); callers drop it.
+    async fn run<T>(
+        &mut self,
+        export: Export,
+        body: impl AsyncFnOnce(&mut Store<Host>) -> wasmtime::Result<T>,
+    ) -> Result<T, PluginError> {
+        let timeout = self.plugin.limits.timeout;
+        let started = Instant::now();
+        self.store.data_mut().deadline = started + timeout;
+        self.store.set_epoch_deadline(1);
+        let outcome = tokio::time::timeout(timeout + WALL_CLOCK_GRACE, body(&mut self.store)).await;
+        let result = match outcome {
+            Err(_) => Err(PluginError::Timeout(timeout)),
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(error)) => Err(self.plugin.classify(&error, self.store.data(), timeout)),
+        };
+        let error = result.as_ref().err();
+        self.plugin.stats.ran(export, started.elapsed(), error);
+        result
+    }
+}
+
+/// A filter's instance between `on-request` and `on-response` of one request. Dropping
+/// it (the request failed, or a later filter answered) releases it without a call.
+pub struct FilterInstance {
+    call: Call,
+    instance: Filter,
+}
+
+impl FilterInstance {
+    /// `on-response` with the integration's response, in the instance that ran
+    /// `on-request`.
+    pub async fn on_response(mut self, response: Response) -> Result<Response, PluginError> {
+        let instance = self.instance;
+        self.call
+            .run(Export::OnResponse, async |store| {
+                instance.call_on_response(&mut *store, &response).await
+            })
+            .await
+    }
+
+    /// The plugin this instance belongs to.
+    pub fn plugin(&self) -> &Arc<Plugin> {
+        &self.call.plugin
     }
 }
 

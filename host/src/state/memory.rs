@@ -14,6 +14,7 @@ use bytes::Bytes;
 use lru::LruCache;
 
 use super::bucket::{self, Decision, Limit};
+use super::stats::{Eviction, StateStats};
 use super::window::{self, Period};
 
 /// Number of independently locked shards for buckets and quota counters.
@@ -77,12 +78,17 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl MemoryState {
     pub fn new(cache: CacheBounds) -> MemoryState {
+        MemoryState::with_stats(cache, Arc::default())
+    }
+
+    /// A memory state that counts cache evictions into `stats`.
+    pub fn with_stats(cache: CacheBounds, stats: Arc<StateStats>) -> MemoryState {
         MemoryState {
             base: Instant::now(),
             hasher: RandomState::new(),
             buckets: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
             quotas: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
-            cache: Mutex::new(MemoryCache::new(cache)),
+            cache: Mutex::new(MemoryCache::new(cache, stats)),
             kv: Mutex::new(HashMap::new()),
         }
     }
@@ -160,9 +166,11 @@ impl MemoryState {
         lock(&self.cache).get(key, Instant::now())
     }
 
-    /// Stores a cache value for `ttl`, tagged with `route` for purges.
-    pub fn cache_put(&self, route: &str, key: &str, value: Bytes, ttl: Duration) {
-        lock(&self.cache).put(route, key, value, Instant::now() + ttl);
+    /// Stores a cache value for `ttl`, tagged with `route` for purges; returns whether it
+    /// was stored (not when larger than the whole cache).
+    pub fn cache_put(&self, route: &str, key: &str, value: Bytes, ttl: Duration) -> bool {
+        let now = Instant::now();
+        lock(&self.cache).put(route, key, value, now + ttl, now)
     }
 
     /// Removes every entry (`None`) or those of one route; returns how many.
@@ -222,6 +230,8 @@ struct MemoryCache {
     entries: LruCache<Box<str>, CacheSlot>,
     bytes: u64,
     bounds: CacheBounds,
+    /// Where evictions are counted.
+    stats: Arc<StateStats>,
 }
 
 #[derive(Debug)]
@@ -236,11 +246,12 @@ fn slot_size(key: &str, value: &Bytes) -> u64 {
 }
 
 impl MemoryCache {
-    fn new(bounds: CacheBounds) -> MemoryCache {
+    fn new(bounds: CacheBounds, stats: Arc<StateStats>) -> MemoryCache {
         MemoryCache {
             entries: LruCache::unbounded(),
             bytes: 0,
             bounds,
+            stats,
         }
     }
 
@@ -251,14 +262,24 @@ impl MemoryCache {
         }
         if let Some(slot) = self.entries.pop(key) {
             self.bytes -= slot_size(key, &slot.value);
+            self.stats.evicted(Eviction::Expired);
         }
         None
     }
 
-    fn put(&mut self, route: &str, key: &str, value: Bytes, expires: Instant) {
+    /// Stores `value` under `key` (replacing any entry), pushing out least recently used
+    /// entries until it fits; `false` when it can never fit.
+    fn put(
+        &mut self,
+        route: &str,
+        key: &str,
+        value: Bytes,
+        expires: Instant,
+        now: Instant,
+    ) -> bool {
         let size = slot_size(key, &value);
         if size > self.bounds.max_bytes || self.bounds.max_entries == 0 {
-            return;
+            return false;
         }
         if let Some(old) = self.entries.pop(key) {
             self.bytes -= slot_size(key, &old.value);
@@ -266,10 +287,15 @@ impl MemoryCache {
         while self.entries.len() >= self.bounds.max_entries
             || self.bytes + size > self.bounds.max_bytes
         {
-            match self.entries.pop_lru() {
-                Some((old_key, old)) => self.bytes -= slot_size(&old_key, &old.value),
-                None => break,
-            }
+            let Some((old_key, old)) = self.entries.pop_lru() else {
+                break;
+            };
+            self.bytes -= slot_size(&old_key, &old.value);
+            self.stats.evicted(if old.expires > now {
+                Eviction::Lru
+            } else {
+                Eviction::Expired
+            });
         }
         self.bytes += size;
         self.entries.put(
@@ -280,6 +306,7 @@ impl MemoryCache {
                 expires,
             },
         );
+        true
     }
 
     fn purge(&mut self, route: Option<&str>) -> u64 {
@@ -349,55 +376,70 @@ mod tests {
         assert_eq!(next.remaining, 1);
     }
 
+    fn evictions(stats: &StateStats) -> Vec<(Eviction, u64)> {
+        stats.snapshot().evictions().collect()
+    }
+
     #[test]
     fn cache_is_bounded_by_entries_and_bytes() {
-        let mut cache = MemoryCache::new(BOUNDS);
-        let later = Instant::now() + Duration::from_secs(60);
+        let stats = Arc::new(StateStats::default());
+        let mut cache = MemoryCache::new(BOUNDS, stats.clone());
+        let now = Instant::now();
+        let later = now + Duration::from_secs(60);
         for key in ["a", "b", "c", "d"] {
-            cache.put("r", key, Bytes::from_static(b"0123456789"), later);
+            assert!(cache.put("r", key, Bytes::from_static(b"0123456789"), later, now));
         }
+        assert_eq!(
+            evictions(&stats),
+            [(Eviction::Lru, 1), (Eviction::Expired, 0)]
+        );
         assert_eq!(cache.entries.len(), 3);
         assert!(
             cache.get("a", Instant::now()).is_none(),
             "least recently used went"
         );
         // 11 + 11 + 60 bytes: one big entry pushes out the older ones until it fits.
-        cache.put("r", "e", Bytes::from(vec![b'x'; 89]), later);
+        assert!(cache.put("r", "e", Bytes::from(vec![b'x'; 89]), later, now));
         assert!(cache.bytes <= BOUNDS.max_bytes);
         assert_eq!(cache.entries.len(), 1);
+        assert_eq!(
+            evictions(&stats),
+            [(Eviction::Lru, 4), (Eviction::Expired, 0)]
+        );
         // Larger than the whole cache: not stored at all.
-        cache.put("r", "f", Bytes::from(vec![b'x'; 200]), later);
+        assert!(!cache.put("r", "f", Bytes::from(vec![b'x'; 200]), later, now));
         assert!(cache.get("f", Instant::now()).is_none());
         assert!(cache.get("e", Instant::now()).is_some());
     }
 
     #[test]
     fn cache_entries_expire_and_purge_by_route() {
-        let mut cache = MemoryCache::new(BOUNDS);
+        let stats = Arc::new(StateStats::default());
+        let mut cache = MemoryCache::new(BOUNDS, stats.clone());
         let now = Instant::now();
-        cache.put(
-            "r1",
-            "a",
-            Bytes::from_static(b"1"),
-            now + Duration::from_secs(1),
-        );
-        cache.put(
-            "r2",
-            "b",
-            Bytes::from_static(b"2"),
-            now + Duration::from_secs(10),
-        );
-        cache.put(
-            "r2",
-            "c",
-            Bytes::from_static(b"3"),
-            now + Duration::from_secs(10),
-        );
+        let put = |cache: &mut MemoryCache, route: &str, key: &str, ttl: u64| {
+            let value = Bytes::from_static(b"1");
+            cache.put(route, key, value, now + Duration::from_secs(ttl), now)
+        };
+        put(&mut cache, "r1", "a", 1);
+        put(&mut cache, "r2", "b", 10);
+        put(&mut cache, "r2", "c", 10);
         assert!(cache.get("a", now).is_some());
         assert!(cache.get("a", now + Duration::from_secs(2)).is_none());
         assert_eq!(cache.purge(Some("r2")), 2);
         assert_eq!(cache.entries.len(), 0);
         assert_eq!(cache.bytes, 0);
+        // An expired entry pushed out by a newer one counts as expired, not as LRU.
+        put(&mut cache, "r1", "d", 1);
+        put(&mut cache, "r1", "e", 10);
+        put(&mut cache, "r1", "f", 10);
+        let later = now + Duration::from_secs(2);
+        cache.put("r1", "g", Bytes::from_static(b"1"), later, later);
+        assert_eq!(
+            evictions(&stats),
+            [(Eviction::Lru, 0), (Eviction::Expired, 2)],
+            "purges are not evictions"
+        );
     }
 
     #[test]

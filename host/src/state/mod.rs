@@ -42,10 +42,11 @@
 //! memory backend (per-gateway limits), `Open` allows (or, for the cache, bypasses),
 //! `Closed` makes the call return [`Unavailable`] (answer `503`). Defaults:
 //! [`OnStateError::LIMITS_DEFAULT`] (local), [`OnStateError::QUOTAS_DEFAULT`] (closed),
-//! [`OnStateError::CACHE_DEFAULT`] (bypass). Every degraded decision is counted
-//! ([`State::degraded`]) and logged, at most once per [`DEGRADED_LOG_INTERVAL`] per use.
-//! After a failure Redis is not asked again for `retry_interval`; then one request probes
-//! it and the first success ends the degraded mode.
+//! [`OnStateError::CACHE_DEFAULT`] (bypass). Every failed operation and every degraded
+//! decision is counted ([`State::stats`], exported as `weir_state_errors_total` and
+//! `weir_state_fallbacks_total`) and logged, at most once per [`DEGRADED_LOG_INTERVAL`]
+//! per use. After a failure Redis is not asked again for `retry_interval`; then one
+//! request probes it and the first success ends the degraded mode.
 //!
 //! # Pure logic
 //!
@@ -55,8 +56,10 @@
 pub mod bucket;
 pub mod memory;
 pub mod redis;
+pub mod stats;
 pub mod window;
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -66,6 +69,7 @@ use serde::Serialize;
 pub use self::redis::{RedisSettings, RedisState};
 pub use bucket::{Decision, Limit};
 pub use memory::{CacheBounds, MemoryState, Quota};
+pub use stats::{CacheCounters, Op, StateStats, StatsSnapshot};
 pub use window::Period;
 
 /// At most one log line per this interval per kind of degraded decision (the count of
@@ -142,6 +146,7 @@ pub enum Backend {
 pub struct State {
     backend: Backend,
     memory: MemoryState,
+    stats: Arc<StateStats>,
     degraded: Degraded,
 }
 
@@ -155,7 +160,7 @@ pub enum Use {
 }
 
 impl Use {
-    const ALL: [Use; 4] = [Use::Limit, Use::Quota, Use::Cache, Use::Kv];
+    pub const ALL: [Use; 4] = [Use::Limit, Use::Quota, Use::Cache, Use::Kv];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -189,18 +194,20 @@ impl State {
                 Backend::Redis(Box::new(RedisState::new(redis.clone())?))
             }
         };
-        Ok(State {
-            backend,
-            memory: MemoryState::new(cache),
-            degraded: Degraded::new(),
-        })
+        Ok(State::with_backend(backend, cache))
     }
 
     /// A memory-only state.
     pub fn memory(cache: CacheBounds) -> State {
+        State::with_backend(Backend::Memory, cache)
+    }
+
+    fn with_backend(backend: Backend, cache: CacheBounds) -> State {
+        let stats = Arc::new(StateStats::default());
         State {
-            backend: Backend::Memory,
-            memory: MemoryState::new(cache),
+            backend,
+            memory: MemoryState::with_stats(cache, stats.clone()),
+            stats,
             degraded: Degraded::new(),
         }
     }
@@ -228,7 +235,27 @@ impl State {
 
     /// Degraded decisions so far.
     pub fn degraded(&self) -> DegradedCounts {
-        self.degraded.counts()
+        let get = |what| self.stats.fallbacks_of(what);
+        DegradedCounts {
+            limit: get(Use::Limit),
+            quota: get(Use::Quota),
+            cache: get(Use::Cache),
+            kv: get(Use::Kv),
+        }
+    }
+
+    /// This state's counters: backend errors, degraded decisions, local cache evictions,
+    /// per-route cache lookups (see [`stats`]).
+    pub fn stats(&self) -> &Arc<StateStats> {
+        &self.stats
+    }
+
+    /// Counts a failed operation and the degraded decision taken instead, and logs it
+    /// (rate-limited).
+    fn degrade(&self, op: Op, what: Use, choice: OnStateError, error: &StateError) {
+        self.stats.error(op, error);
+        let total = self.stats.fallback(what, choice);
+        self.degraded.log(what, choice, error, total);
     }
 
     /// Takes one token from bucket `key` (see the module docs).
@@ -245,7 +272,7 @@ impl State {
         match redis.take(key, limit).await {
             Ok(decision) => Ok(decision),
             Err(error) => {
-                self.degraded.record(Use::Limit, on_error, &error);
+                self.degrade(Op::Take, Use::Limit, on_error, &error);
                 match on_error {
                     OnStateError::Local => Ok(self.memory.take(key, limit)),
                     OnStateError::Open => Ok(Decision::unlimited(limit.burst)),
@@ -282,7 +309,7 @@ impl State {
         match redis.quota(key, quota, now).await {
             Ok(decision) => Ok(decision),
             Err(error) => {
-                self.degraded.record(Use::Quota, on_error, &error);
+                self.degrade(Op::Quota, Use::Quota, on_error, &error);
                 match on_error {
                     OnStateError::Local => Ok(self.memory.quota_at(key, quota, now)),
                     OnStateError::Open => Ok(Decision::unlimited(quota.limit)),
@@ -302,7 +329,7 @@ impl State {
         match redis.cache_get(key).await {
             Ok(value) => value,
             Err(error) => {
-                self.degraded.record(Use::Cache, on_error, &error);
+                self.degrade(Op::CacheGet, Use::Cache, on_error, &error);
                 match on_error {
                     OnStateError::Local => self.memory.cache_get(key),
                     OnStateError::Open | OnStateError::Closed => None,
@@ -311,8 +338,8 @@ impl State {
         }
     }
 
-    /// Stores a cache entry for `ttl`. `key` must start with [`cache_route_prefix`] of
-    /// `route` (purges by route rely on it).
+    /// Stores a cache entry for `ttl`; returns whether it was stored. `key` must start
+    /// with [`cache_route_prefix`] of `route` (purges by route rely on it).
     pub async fn cache_put(
         &self,
         route: &str,
@@ -320,15 +347,16 @@ impl State {
         value: Bytes,
         ttl: Duration,
         on_error: OnStateError,
-    ) {
+    ) -> bool {
         let redis = match &self.backend {
             Backend::Memory => return self.memory.cache_put(route, key, value, ttl),
             Backend::Redis(redis) => redis,
         };
-        if let Err(error) = redis.cache_put(key, value.clone(), ttl).await {
-            self.degraded.record(Use::Cache, on_error, &error);
-            if on_error == OnStateError::Local {
-                self.memory.cache_put(route, key, value, ttl);
+        match redis.cache_put(key, value.clone(), ttl).await {
+            Ok(()) => true,
+            Err(error) => {
+                self.degrade(Op::CachePut, Use::Cache, on_error, &error);
+                on_error == OnStateError::Local && self.memory.cache_put(route, key, value, ttl)
             }
         }
     }
@@ -340,7 +368,11 @@ impl State {
             Backend::Memory => Ok(local),
             Backend::Redis(redis) => {
                 let prefix = route.map(cache_route_prefix).unwrap_or_default();
-                Ok(local + redis.cache_purge(&prefix).await?)
+                let shared = redis
+                    .cache_purge(&prefix)
+                    .await
+                    .inspect_err(|error| self.stats.error(Op::CachePurge, error))?;
+                Ok(local + shared)
             }
         }
     }
@@ -350,7 +382,7 @@ impl State {
         match &self.backend {
             Backend::Memory => Ok(self.memory.kv_get(namespace, key)),
             Backend::Redis(redis) => redis.kv_get(namespace, key).await.inspect_err(|error| {
-                self.degraded.record(Use::Kv, OnStateError::Closed, error);
+                self.degrade(Op::KvGet, Use::Kv, OnStateError::Closed, error);
             }),
         }
     }
@@ -370,7 +402,7 @@ impl State {
             Backend::Redis(redis) => redis
                 .kv_set(namespace, key, value, ttl)
                 .await
-                .inspect_err(|error| self.degraded.record(Use::Kv, OnStateError::Closed, error)),
+                .inspect_err(|error| self.degrade(Op::KvSet, Use::Kv, OnStateError::Closed, error)),
         }
     }
 
@@ -380,10 +412,9 @@ impl State {
                 self.memory.kv_delete(namespace, key);
                 Ok(())
             }
-            Backend::Redis(redis) => redis
-                .kv_delete(namespace, key)
-                .await
-                .inspect_err(|error| self.degraded.record(Use::Kv, OnStateError::Closed, error)),
+            Backend::Redis(redis) => redis.kv_delete(namespace, key).await.inspect_err(|error| {
+                self.degrade(Op::KvDelete, Use::Kv, OnStateError::Closed, error);
+            }),
         }
     }
 }
@@ -400,11 +431,11 @@ fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// Counts degraded decisions and logs them, rate-limited.
+/// Logs degraded decisions, at most once per [`DEGRADED_LOG_INTERVAL`] per use (the
+/// counting is in [`StateStats`]).
 #[derive(Debug)]
 struct Degraded {
     base: Instant,
-    counts: [AtomicU64; 4],
     /// Per use: milliseconds on `base` of the last log line, plus one (0 = never).
     last_log_ms: [AtomicU64; 4],
     /// Per use: the count at the last log line.
@@ -415,22 +446,18 @@ impl Degraded {
     fn new() -> Degraded {
         Degraded {
             base: Instant::now(),
-            counts: Default::default(),
             last_log_ms: Default::default(),
             logged_count: Default::default(),
         }
     }
 
-    fn record(&self, what: Use, choice: OnStateError, error: &StateError) {
+    /// Logs the `total`-th degraded decision about `what`, unless one was logged less than
+    /// [`DEGRADED_LOG_INTERVAL`] ago.
+    fn log(&self, what: Use, choice: OnStateError, error: &StateError, total: u64) {
         let i = what.index();
-        let (Some(count), Some(last), Some(logged)) = (
-            self.counts.get(i),
-            self.last_log_ms.get(i),
-            self.logged_count.get(i),
-        ) else {
+        let (Some(last), Some(logged)) = (self.last_log_ms.get(i), self.logged_count.get(i)) else {
             return;
         };
-        let total = count.fetch_add(1, Ordering::Relaxed) + 1;
         let now = u64::try_from(self.base.elapsed().as_millis()).unwrap_or(u64::MAX - 1) + 1;
         let previous = last.load(Ordering::Relaxed);
         let interval = u64::try_from(DEGRADED_LOG_INTERVAL.as_millis()).unwrap_or(u64::MAX);
@@ -443,7 +470,7 @@ impl Degraded {
         {
             return;
         }
-        let since_last = total - logged.swap(total, Ordering::AcqRel);
+        let since_last = total.saturating_sub(logged.swap(total, Ordering::AcqRel));
         let decision = match (what, choice) {
             (Use::Cache, OnStateError::Local) => "local cache",
             (Use::Cache, _) => "cache bypassed",
@@ -462,21 +489,6 @@ impl Degraded {
             error = %error,
             "state backend unavailable: degraded decision"
         );
-    }
-
-    fn counts(&self) -> DegradedCounts {
-        let get = |what: Use| {
-            self.counts
-                .get(what.index())
-                .map_or(0, |c| c.load(Ordering::Relaxed))
-        };
-        let _ = Use::ALL;
-        DegradedCounts {
-            limit: get(Use::Limit),
-            quota: get(Use::Quota),
-            cache: get(Use::Cache),
-            kv: get(Use::Kv),
-        }
     }
 }
 

@@ -1,0 +1,345 @@
+//! The `request_filters` and `response_filters` phases: a route's Wasm filters, in order
+//! on the request and in reverse order on the response.
+//!
+//! Each filter's `on-request` runs in a fresh instance; unless it answers the request
+//! itself, that instance is kept ([`FilterInstance`]) and runs the same filter's
+//! `on-response` for this request, so a filter can carry state from one to the other.
+//! When a filter answers (`respond`), the filters before it still see that response on
+//! its way out (Envoy's local replies work the same way); the ones after it never ran.
+//!
+//! Bodies reach a filter only when its use says `body = true`: the request body is then
+//! buffered up to the use's `max_body` (else the route's, else the server's; `413` past
+//! it), and so is the response body for `on-response` (`502` past it). Otherwise the
+//! filter sees heads only and the body streams past it untouched.
+//!
+//! **Invariant:** what a filter returns is checked before it goes on: a valid method, a
+//! path that canonicalizes like a client's, a query that fits a URI, valid header fields,
+//! a status from 100 to 599. Framing is the gateway's: `content-length` and
+//! `transfer-encoding` follow the body, whatever the filter said about them.
+//!
+//! A failed call (trap, deadline, memory, malformed output, busy) fails the request
+//! (`on_error = "fail"`, `500`/`503`/`504`) or is skipped (`"skip"`: logged and counted,
+//! the request or response goes on unchanged, and that filter's `on-response` is not
+//! called).
+
+use std::borrow::Cow;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
+use http::{HeaderMap, HeaderValue, Method, Request, Response};
+
+use crate::body::Body;
+use crate::config::{OnError, PluginUse};
+use crate::error::{GatewayError, Phase};
+use crate::path::PathOptions;
+use crate::plugin::{self, CallInfo, FilterInstance, PluginError, Plugins, RequestOutcome};
+use crate::router::Params;
+use crate::state::State;
+
+/// What every filter call of one request needs to know.
+pub struct FilterContext<'a> {
+    pub plugins: &'a Plugins,
+    pub state: &'a Arc<State>,
+    pub upstreams: &'a Arc<[crate::upstream::UpstreamPool]>,
+    pub request_id: &'a HeaderValue,
+    pub client: IpAddr,
+    pub params: &'a Params,
+    /// The body limit of a use without its own `max_body`: the route's, else the
+    /// server's.
+    pub max_body: u64,
+    pub paths: &'a PathOptions,
+}
+
+/// A filter that ran `on-request` and whose `on-response` is due.
+pub struct Pending<'u> {
+    instance: FilterInstance,
+    use_: &'u PluginUse,
+}
+
+/// The end of the `request_filters` phase.
+pub enum Inbound<'u, 'p> {
+    /// Go on to the integration with this request and path.
+    Continue {
+        request: Request<Body>,
+        path: Cow<'p, str>,
+        pending: Vec<Pending<'u>>,
+    },
+    /// A filter answered: this response goes through `pending` on its way out.
+    Respond {
+        response: Response<Body>,
+        pending: Vec<Pending<'u>>,
+    },
+}
+
+impl FilterContext<'_> {
+    fn call_info(&self, plugin: &plugin::Plugin, use_: &PluginUse) -> CallInfo {
+        CallInfo {
+            plugin: plugin.name().clone(),
+            request_id: Arc::from(self.request_id.to_str().unwrap_or("")),
+            config: use_.config.clone(),
+            state: self.state.clone(),
+            outbound: plugin::Outbound {
+                pools: self.upstreams.clone(),
+                allowed: use_.upstreams.clone(),
+            },
+        }
+    }
+
+    fn limit(&self, use_: &PluginUse) -> u64 {
+        use_.max_body.unwrap_or(self.max_body)
+    }
+
+    /// `request_filters`: each use's `on-request`, in order.
+    pub async fn on_request<'u, 'p>(
+        &self,
+        uses: &'u [PluginUse],
+        mut request: Request<Body>,
+        mut path: Cow<'p, str>,
+    ) -> Result<Inbound<'u, 'p>, GatewayError> {
+        let mut pending = Vec::with_capacity(uses.len());
+        for use_ in uses {
+            let Some(plugin) = self.plugins.get(use_.plugin) else {
+                return Err(GatewayError::NoRoute);
+            };
+            let (mut parts, body) = request.into_parts();
+            let (body, given) = if use_.body {
+                let bytes =
+                    crate::pipeline::buffer_body(&parts.headers, body, self.limit(use_)).await?;
+                (Body::full(bytes.clone()), Some(bytes))
+            } else {
+                (body, None)
+            };
+            let wit =
+                plugin::convert::request(&parts, &path, self.params, self.client, given.clone());
+            let outcome = plugin
+                .on_request(self.call_info(plugin, use_), wit)
+                .await
+                .and_then(|(outcome, instance)| match outcome {
+                    RequestOutcome::Continue(changed) => {
+                        let applied = self.apply_request(changed, &mut parts, given)?;
+                        Ok(Ok((applied, instance)))
+                    }
+                    RequestOutcome::Respond(response) => {
+                        plugin::convert::response(response).map(Err)
+                    }
+                });
+            match outcome {
+                Ok(Ok(((new_path, new_body), instance))) => {
+                    path = Cow::Owned(new_path);
+                    let body = new_body.map_or(body, Body::full);
+                    request = Request::from_parts(parts, body);
+                    if let Some(instance) = instance {
+                        pending.push(Pending { instance, use_ });
+                    }
+                }
+                Ok(Err(response)) => return Ok(Inbound::Respond { response, pending }),
+                Err(error) => {
+                    self.failed(plugin.name(), use_, Phase::RequestFilters, error)?;
+                    request = Request::from_parts(parts, body);
+                }
+            }
+        }
+        Ok(Inbound::Continue {
+            request,
+            path,
+            pending,
+        })
+    }
+
+    /// `response_filters`: the pending filters' `on-response`, last first.
+    pub async fn on_response(
+        &self,
+        pending: Vec<Pending<'_>>,
+        mut response: Response<Body>,
+    ) -> Result<Response<Body>, GatewayError> {
+        // A `101` carries the WebSocket tunnel it opens; there is no response to filter.
+        if response.status() == http::StatusCode::SWITCHING_PROTOCOLS {
+            return Ok(response);
+        }
+        for Pending { instance, use_ } in pending.into_iter().rev() {
+            let plugin = instance.plugin().clone();
+            let (mut parts, body) = response.into_parts();
+            let (body, given) = if use_.body {
+                let bytes = buffer_response(&parts.headers, body, self.limit(use_)).await?;
+                (Body::full(bytes.clone()), Some(bytes))
+            } else {
+                (body, None)
+            };
+            let wit = plugin::Response {
+                status: parts.status.as_u16(),
+                headers: plugin::convert::headers(&parts.headers),
+                body: given.as_ref().map(|bytes| bytes.to_vec()),
+            };
+            let outcome = instance
+                .on_response(wit)
+                .await
+                .and_then(|changed| apply_response(changed, &mut parts));
+            let body = match outcome {
+                Ok(Some(new_body)) => Body::full(new_body),
+                Ok(None) => body,
+                Err(error) => {
+                    self.failed(plugin.name(), use_, Phase::ResponseFilters, error)?;
+                    body
+                }
+            };
+            response = Response::from_parts(parts, body);
+            set_framing(&mut response);
+        }
+        Ok(response)
+    }
+
+    /// A failed call: the request's error (`on_error = "fail"`), or logged and skipped.
+    fn failed(
+        &self,
+        plugin: &Arc<str>,
+        use_: &PluginUse,
+        phase: Phase,
+        error: PluginError,
+    ) -> Result<(), GatewayError> {
+        match use_.on_error {
+            OnError::Fail => Err(GatewayError::Plugin {
+                phase,
+                plugin: plugin.clone(),
+                error,
+            }),
+            OnError::Skip => {
+                tracing::warn!(
+                    request_id = self.request_id.to_str().unwrap_or(""),
+                    plugin = &**plugin,
+                    phase = phase.as_str(),
+                    reason = error.reason(),
+                    error = %error,
+                    "filter failed; skipped (on_error = \"skip\")"
+                );
+                Ok(())
+            }
+        }
+    }
+
+    /// Applies a filter's `continue` to the request head. Returns the (canonical) path
+    /// and the new body, if the filter was given one and changed it.
+    fn apply_request(
+        &self,
+        changed: plugin::Request,
+        parts: &mut http::request::Parts,
+        given: Option<Bytes>,
+    ) -> Result<(String, Option<Bytes>), PluginError> {
+        let bad = |what: String| PluginError::BadOutput(what);
+        let method = Method::from_bytes(changed.method.as_bytes())
+            .map_err(|_| bad(format!("invalid method {:?}", changed.method)))?;
+        let path = crate::path::canonicalize(&changed.path, self.paths)
+            .map_err(|error| bad(format!("invalid path {:?}: {error}", changed.path)))?;
+        let uri = if changed.query.is_empty() {
+            http::Uri::try_from(path.as_str())
+        } else {
+            http::Uri::try_from(format!("{}?{}", path.as_str(), changed.query))
+        }
+        .map_err(|_| bad(format!("invalid query {:?}", changed.query)))?;
+        let framing = take_framing(&mut parts.headers);
+        let mut headers = plugin::convert::header_map(changed.headers)?;
+        take_framing(&mut headers);
+        let body = match (given, changed.body) {
+            (None, Some(_)) => {
+                return Err(bad(
+                    "a body for a request it was not given the body of (`body = true`)".to_owned(),
+                ));
+            }
+            (Some(_), Some(body)) => Some(Bytes::from(body)),
+            (Some(_), None) | (None, None) => None,
+        };
+        match &body {
+            Some(bytes) => {
+                headers.insert(CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+            }
+            None => restore_framing(&mut headers, framing),
+        }
+        parts.method = method;
+        parts.headers = headers;
+        // The URI keeps the client's authority (HTTP/2, absolute form) when it had one.
+        let mut uri_parts = std::mem::take(&mut parts.uri).into_parts();
+        uri_parts.path_and_query = uri.into_parts().path_and_query;
+        parts.uri = http::Uri::from_parts(uri_parts).map_err(|_| bad("invalid URI".to_owned()))?;
+        Ok((path.as_str().to_owned(), body))
+    }
+}
+
+/// Applies a filter's `on-response` to the response head; returns the new body, if the
+/// filter gave one.
+fn apply_response(
+    changed: plugin::Response,
+    parts: &mut http::response::Parts,
+) -> Result<Option<Bytes>, PluginError> {
+    let status = http::StatusCode::from_u16(changed.status)
+        .ok()
+        .filter(|status| plugin::convert::STATUS_RANGE.contains(&status.as_u16()))
+        .ok_or_else(|| PluginError::BadOutput(format!("status {}", changed.status)))?;
+    let framing = take_framing(&mut parts.headers);
+    let mut headers = plugin::convert::header_map(changed.headers)?;
+    crate::headers::strip_hop_by_hop(&mut headers);
+    take_framing(&mut headers);
+    let body = changed.body.map(Bytes::from);
+    if body.is_none() {
+        restore_framing(&mut headers, framing);
+    }
+    parts.status = status;
+    parts.headers = headers;
+    Ok(body)
+}
+
+/// `content-length` for a buffered body; a streamed one keeps its framing.
+fn set_framing(response: &mut Response<Body>) {
+    if let Body::Full(bytes) = response.body() {
+        let len = bytes.as_ref().map_or(0, Bytes::len);
+        let headers = response.headers_mut();
+        headers.remove(TRANSFER_ENCODING);
+        headers.insert(CONTENT_LENGTH, HeaderValue::from(len));
+    } else if let Body::Empty = response.body() {
+        let headers = response.headers_mut();
+        headers.remove(TRANSFER_ENCODING);
+        headers.insert(CONTENT_LENGTH, HeaderValue::from(0));
+    }
+}
+
+/// The framing fields of a head, taken out of it.
+struct Framing {
+    content_length: Option<HeaderValue>,
+    transfer_encoding: Vec<HeaderValue>,
+}
+
+fn take_framing(headers: &mut HeaderMap) -> Framing {
+    let content_length = headers.remove(CONTENT_LENGTH);
+    let transfer_encoding = match headers.entry(TRANSFER_ENCODING) {
+        http::header::Entry::Occupied(entry) => entry.remove_entry_mult().1.collect(),
+        http::header::Entry::Vacant(_) => Vec::new(),
+    };
+    Framing {
+        content_length,
+        transfer_encoding,
+    }
+}
+
+fn restore_framing(headers: &mut HeaderMap, framing: Framing) {
+    if let Some(length) = framing.content_length {
+        headers.insert(CONTENT_LENGTH, length);
+    }
+    for value in framing.transfer_encoding {
+        headers.append(TRANSFER_ENCODING, value);
+    }
+}
+
+/// Reads a whole response body of at most `limit` bytes for a filter.
+async fn buffer_response(
+    headers: &HeaderMap,
+    body: Body,
+    limit: u64,
+) -> Result<Bytes, GatewayError> {
+    crate::pipeline::buffer_body(headers, body, limit)
+        .await
+        .map_err(|error| match error {
+            GatewayError::BodyTooLarge { limit } => GatewayError::ResponseTooLarge { limit },
+            GatewayError::ClientBody(reason) => GatewayError::ResponseBody(reason),
+            other => other,
+        })
+}
