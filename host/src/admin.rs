@@ -1,4 +1,5 @@
-//! The admin listener: health, readiness, metrics, reload and the effective config. It is
+//! The admin listener: health, readiness, metrics, reload, the effective config and the
+//! loaded plugins. It is
 //! never served on a public listener (the transport routes by listener, not by path).
 //!
 //! With `[server] admin_token`, every endpoint but `/healthz` and `/readyz` (which load
@@ -12,9 +13,11 @@ use http::{Method, Request, Response, StatusCode};
 use serde_json::{Value, json};
 
 use crate::body::Body;
-use crate::config::{Config, Integration, Scheme};
+use crate::config::{AuthorizerKind, Config, Integration, Scheme};
 use crate::error::json_response;
 use crate::headers;
+use crate::pipeline::Gateway;
+use crate::plugin::Role;
 use crate::server::Shared;
 
 /// The content type of the Prometheus exposition written by `prometheus-client`.
@@ -84,7 +87,8 @@ async fn route(method: &Method, path: &str, shared: &Arc<Shared>, id: &str) -> R
         (&Method::GET, "/config") => {
             json(StatusCode::OK, &effective_config(shared.gateway().config()))
         }
-        (_, "/healthz" | "/readyz" | "/metrics" | "/config") => not_allowed("GET", id),
+        (&Method::GET, "/plugins") => json(StatusCode::OK, &plugins(&shared.gateway())),
+        (_, "/healthz" | "/readyz" | "/metrics" | "/config" | "/plugins") => not_allowed("GET", id),
         (_, "/reload") => not_allowed("POST", id),
         _ => json_response(StatusCode::NOT_FOUND, "no such admin endpoint", id),
     }
@@ -264,6 +268,110 @@ pub fn effective_config(config: &Config) -> Value {
         "upstreams": upstreams,
         "routes": routes,
     })
+}
+
+/// `GET /plugins`: the running gateway's plugins, what they are, where they are used and
+/// what their calls did since each was loaded (a reload that keeps a plugin keeps its
+/// counts; `/metrics` has them summed over reloads).
+pub fn plugins(gateway: &Gateway) -> Value {
+    let config = gateway.config();
+    let plugins: Vec<Value> = gateway
+        .plugins()
+        .iter()
+        .enumerate()
+        .map(|(index, plugin)| {
+            let uses = Uses::of(config, index);
+            let stats = plugin.stats().snapshot();
+            let limits = plugin.limits();
+            let calls: serde_json::Map<String, Value> = stats
+                .calls()
+                .filter(|&(_, has, n)| has || n > 0)
+                .map(|(export, _, n)| (export.as_str().to_owned(), json!(n)))
+                .collect();
+            let call_seconds: serde_json::Map<String, Value> = stats
+                .calls()
+                .filter(|&(_, has, n)| has || n > 0)
+                .map(|(export, ..)| {
+                    let times = stats.times(export);
+                    let value = json!({
+                        "count": times.count(),
+                        "sum": times.sum_nanos as f64 / 1e9,
+                    });
+                    (export.as_str().to_owned(), value)
+                })
+                .collect();
+            let failures: serde_json::Map<String, Value> = stats
+                .failures()
+                .map(|(reason, n)| (reason.to_owned(), json!(n)))
+                .collect();
+            json!({
+                "name": &**plugin.name(),
+                "path": config.plugins.get(index).map(|p| p.path.display().to_string()),
+                "sha256": crate::config::plugins::hex(plugin.sha256()),
+                "size": plugin.size(),
+                "compiled": plugin.compiled(),
+                "exports": plugin.exports(),
+                "can_play": Role::of(plugin.exports()).iter().map(|r| r.as_str()).collect::<Vec<_>>(),
+                "used_as": uses.roles.iter().map(|r| r.as_str()).collect::<Vec<_>>(),
+                "routes": uses.routes,
+                "authorizers": uses.authorizers,
+                "limits": {
+                    "memory": limits.memory,
+                    "timeout": humantime::format_duration(limits.timeout).to_string(),
+                    "concurrency": limits.concurrency,
+                },
+                "in_flight": plugin.in_flight(),
+                "calls": calls,
+                "failures": failures,
+                "call_seconds": call_seconds,
+            })
+        })
+        .collect();
+    json!({ "plugins": plugins })
+}
+
+/// Where a config uses one plugin.
+#[derive(Default)]
+struct Uses<'c> {
+    roles: Vec<Role>,
+    /// Routes with it as handler or filter.
+    routes: Vec<&'c str>,
+    authorizers: Vec<&'c str>,
+}
+
+impl<'c> Uses<'c> {
+    fn of(config: &'c Config, index: usize) -> Uses<'c> {
+        let mut uses = Uses::default();
+        for route in &config.routes {
+            let handler =
+                matches!(&route.integration, Integration::Handler(h) if h.plugin == index);
+            let filter = route.filters.iter().any(|f| f.plugin == index);
+            if handler {
+                uses.used_as(Role::Handler);
+            }
+            if filter {
+                uses.used_as(Role::Filter);
+            }
+            if handler || filter {
+                uses.routes.push(&route.name);
+            }
+        }
+        for authorizer in &config.access.authorizers {
+            if let AuthorizerKind::Plugin(p) = &authorizer.kind
+                && p.plugin.plugin == index
+            {
+                uses.used_as(Role::Authorizer);
+                uses.authorizers.push(&authorizer.name);
+            }
+        }
+        uses
+    }
+
+    fn used_as(&mut self, role: Role) {
+        if !self.roles.contains(&role) {
+            self.roles.push(role);
+        }
+    }
 }
 
 /// A URL with any `user:password@` replaced by `<redacted>@`.

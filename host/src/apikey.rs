@@ -250,6 +250,7 @@ mock = { status = 200, body = "data" }
         let conn = ConnInfo {
             peer: "127.0.0.1:40000".parse().expect("addr"),
             tls: false,
+            client_cert: None,
         };
         let send = || async {
             let request = Request::get("/data")

@@ -1087,9 +1087,9 @@ mod tests {
         use crate::plugin::stats::Export;
 
         let metrics = Metrics::new();
-        let exports = ["on-request".to_owned(), "on-response".to_owned()];
-        let kept = Arc::new(PluginStats::new(&exports));
-        let old = Arc::new(PluginStats::new(&["handle".to_owned()]));
+        use crate::plugin::Role;
+        let kept = Arc::new(PluginStats::new(&[Role::Filter]));
+        let old = Arc::new(PluginStats::new(&[Role::Handler]));
         kept.ran(Export::OnRequest, Duration::from_micros(30), None);
         kept.refused(Export::OnRequest, &PluginError::Busy);
         old.ran(Export::Handle, Duration::from_millis(2), None);
@@ -1116,7 +1116,7 @@ mod tests {
 
         // A reload replaces `handler` by a new load of the same name; a request of the old
         // config still holds the old one and counts into it after the scrape below.
-        let new = Arc::new(PluginStats::new(&["handle".to_owned()]));
+        let new = Arc::new(PluginStats::new(&[Role::Handler]));
         old.ran(Export::Handle, Duration::from_millis(2), None);
         new.ran(Export::Handle, Duration::from_millis(2), None);
         let gone = metrics.observe_plugin_stats(&[("filter", &kept), ("handler", &new)]);

@@ -55,6 +55,8 @@ pub struct ConnInfo {
     pub peer: SocketAddr,
     /// Whether the connection is TLS (sets `X-Forwarded-Proto`).
     pub tls: bool,
+    /// The certificate the client presented (mutual TLS), read once per connection.
+    pub client_cert: Option<Arc<crate::identity::ClientCert>>,
 }
 
 /// A config could not be turned into a running gateway.
@@ -448,6 +450,9 @@ impl Gateway {
         exchange: &mut Exchange,
     ) -> Result<Response<Body>, GatewayError> {
         self.accept(&request)?;
+        if let Some(cert) = &conn.client_cert {
+            request.extensions_mut().insert(cert.clone());
+        }
         let routed = self.route(&request)?;
         exchange.route = Some(routed.index);
         if exchange.path.is_some() {
@@ -840,9 +845,7 @@ impl Gateway {
             );
             exchange.trace.apply(&mut parts.headers);
             let request = Request::from_parts(parts, body);
-            let response = plugin
-                .handle_wasi_http(call, request, path, conn.tls)
-                .await;
+            let response = plugin.handle_wasi_http(call, request, path, conn.tls).await;
             // A body past `max_body` is the client's fault, whatever the guest made of it.
             let too_large = faults
                 .as_ref()
@@ -1027,6 +1030,7 @@ mock = { status = 204 }
         ConnInfo {
             peer: "127.0.0.1:40000".parse().expect("addr"),
             tls: false,
+            client_cert: None,
         }
     }
 

@@ -498,12 +498,27 @@ async fn serve_stream(stream: TcpStream, peer: SocketAddr, ctx: AcceptCtx) {
                     return;
                 }
             };
-            let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
-            let info = ConnInfo { peer, tls: true };
+            let session = stream.get_ref().1;
+            let h2 = session.alpn_protocol() == Some(b"h2");
+            // Verified by the handshake already; read once for every request's plugins.
+            let client_cert = session
+                .peer_certificates()
+                .and_then(|chain| chain.first())
+                .and_then(|cert| crate::identity::ClientCert::from_der(cert))
+                .map(Arc::new);
+            let info = ConnInfo {
+                peer,
+                tls: true,
+                client_cert,
+            };
             serve_connection(stream, info, !h2, &limits, ctx).await;
         }
         _ => {
-            let info = ConnInfo { peer, tls: false };
+            let info = ConnInfo {
+                peer,
+                tls: false,
+                client_cert: None,
+            };
             serve_connection(stream, info, true, &limits, ctx).await;
         }
     }

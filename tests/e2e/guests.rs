@@ -34,6 +34,8 @@ pub struct Guests {
     pub probe_authorizer: PathBuf,
     /// `tests/guests/fetcher`: a handler relaying an upstream through `outbound`.
     pub fetcher: PathBuf,
+    /// `tests/guests/wasi-http-hello`: a standard `wasi:http/proxy` component (no weir WIT).
+    pub wasi_http_hello: PathBuf,
 }
 
 /// The guests, built on first use.
@@ -93,6 +95,7 @@ fn build() -> Guests {
         probe_filter: out.join("probe_filter.wasm"),
         probe_authorizer: out.join("probe_authorizer.wasm"),
         fetcher: out.join("fetcher.wasm"),
+        wasi_http_hello: out.join("wasi_http_hello.wasm"),
     }
 }
 

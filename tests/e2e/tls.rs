@@ -437,3 +437,63 @@ async fn header_limits_apply_over_http2_too() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plugins_see_the_client_certificate_of_a_mutual_tls_connection() {
+    let pki = TestPki::new("weir test ca");
+    let clients = TestPki::new("weir client ca");
+    let upstream = crate::harness::TestUpstream::echo().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("clients.crt"), clients.ca_pem()).expect("write client ca");
+    let probe = &crate::guests::guests().probe_filter;
+    let gateway = gateway_with_tls(
+        &pki,
+        dir,
+        "",
+        &format!(
+            r#"client_ca = "{{dir}}/clients.crt"
+client_auth = "optional"
+
+[plugins.probe]
+path = "{}"
+
+[upstreams.backend]
+targets = ["{}"]
+
+[[routes]]
+path = "/who"
+upstream = "backend"
+filters = [{{ plugin = "probe" }}]
+"#,
+            probe.display(),
+            upstream.url()
+        ),
+    );
+    let addr = gateway.https.expect("tls listener");
+    let roots = [pki.ca_der()];
+
+    let trusted = clients.client_cert("partner-a");
+    let config = tls_client_config(&roots, &[b"h2"], Some(&trusted));
+    let stream = tls_connect(addr, config, "localhost")
+        .await
+        .expect("handshake");
+    let answer = get_over(stream, "/who").await.expect("request");
+    assert_eq!(answer.status, StatusCode::OK);
+    let echo: serde_json::Value = serde_json::from_str(&answer.body).expect("json");
+    assert_eq!(echo["headers"]["x-tls-client"], "CN=partner-a;");
+    let fingerprint: String = ring::digest::digest(&ring::digest::SHA256, &trusted.cert_der)
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(echo["headers"]["x-tls-fingerprint"], fingerprint.as_str());
+
+    // Without a certificate, the plugin is told there is none.
+    let config = tls_client_config(&roots, &[b"http/1.1"], None);
+    let stream = tls_connect(addr, config, "localhost")
+        .await
+        .expect("handshake");
+    let answer = get_over(stream, "/who").await.expect("request");
+    let echo: serde_json::Value = serde_json::from_str(&answer.body).expect("json");
+    assert!(echo["headers"].get("x-tls-client").is_none());
+}

@@ -66,6 +66,26 @@ pub mod authorizer {
     });
 }
 
+/// The `websocket` world: `on-connect`, `on-message`, `on-disconnect` of a WebSocket API,
+/// and the `connections` interface it imports (generated here: no other world has it).
+pub mod websocket {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "weir:plugin/websocket",
+        with: {
+            "weir:plugin/types": super::imports::weir::plugin::types,
+            "weir:plugin/log": super::imports::weir::plugin::log,
+            "weir:plugin/config": super::imports::weir::plugin::config,
+            "weir:plugin/kv": super::imports::weir::plugin::kv,
+            "weir:plugin/outbound": super::imports::weir::plugin::outbound,
+        },
+        imports: {
+            "weir:plugin/connections": async,
+        },
+        exports: { default: async },
+    });
+}
+
 pub use imports::weir::plugin::types::{AuthContext, Request, Response, TlsIdentity};
 
 /// Export names each role needs (world-level function exports).
@@ -78,4 +98,10 @@ pub mod exports {
     pub const ON_RESPONSE: &str = "on-response";
     /// `authorizer`.
     pub const AUTHORIZE: &str = "authorize";
+    /// `websocket`, on a handshake.
+    pub const ON_CONNECT: &str = "on-connect";
+    /// `websocket`, on a message.
+    pub const ON_MESSAGE: &str = "on-message";
+    /// `websocket`, once a connection closed.
+    pub const ON_DISCONNECT: &str = "on-disconnect";
 }

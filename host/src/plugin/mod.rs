@@ -42,12 +42,12 @@ pub use bindings::authorizer::{Allow, Decision};
 pub use bindings::filter::RequestOutcome;
 use bindings::filter::{Filter, FilterPre};
 use bindings::handler::HandlerPre;
-use wasmtime_wasi_http::p2::bindings::ProxyPre;
 pub use bindings::{Request, Response};
 pub use engine::Runtime;
 use host::Host;
 pub use host::{CallInfo, Outbound};
 use stats::{Export, PluginStats};
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
 /// Extra wall-clock time allowed past a plugin's `timeout` before the call is abandoned
 /// (the epoch deadline normally stops it first).
@@ -393,7 +393,7 @@ impl Plugin {
             permits: Arc::new(Semaphore::new(spec.limits.concurrency)),
             size: bytes.len() as u64,
             compiled: cached,
-            stats: Arc::new(PluginStats::new(&exports)),
+            stats: Arc::new(PluginStats::new(&playable)),
             exports,
         })
     }

@@ -10,8 +10,8 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use super::PluginError;
 use super::bindings::exports;
+use super::{PluginError, Role};
 
 /// Upper bounds (nanoseconds) of the call-time buckets: 10 µs to 5 s (then `+Inf`).
 const BUCKETS_NANOS: [u64; 18] = [
@@ -63,6 +63,15 @@ impl Export {
         Export::Authorize,
     ];
 
+    /// The exports a role calls (a `wasi:http` handler's `handle` included).
+    pub fn of(role: Role) -> &'static [Export] {
+        match role {
+            Role::Handler => &[Export::Handle],
+            Role::Filter => &[Export::OnRequest, Export::OnResponse],
+            Role::Authorizer => &[Export::Authorize],
+        }
+    }
+
     /// Its name in the WIT world (and the `export` label).
     pub fn as_str(self) -> &'static str {
         match self {
@@ -106,7 +115,7 @@ struct CallTimes {
 /// The counters of one plugin.
 #[derive(Debug)]
 pub struct PluginStats {
-    /// The exports the component has, of [`Export::ALL`].
+    /// The exports the component has, of [`Export::ALL`] (by the roles it can play).
     exports: [bool; 4],
     calls: [AtomicU64; 4],
     failures: [AtomicU64; FAILURE_KINDS.len()],
@@ -114,10 +123,11 @@ pub struct PluginStats {
 }
 
 impl PluginStats {
-    /// Counters for a component with these top-level exports.
-    pub fn new(component_exports: &[String]) -> PluginStats {
+    /// Counters for a component that can play `roles`.
+    pub fn new(roles: &[Role]) -> PluginStats {
+        let has = |export| roles.iter().any(|&role| Export::of(role).contains(&export));
         PluginStats {
-            exports: Export::ALL.map(|e| component_exports.iter().any(|x| x == e.as_str())),
+            exports: Export::ALL.map(has),
             calls: Default::default(),
             failures: Default::default(),
             times: Default::default(),
@@ -241,7 +251,7 @@ mod tests {
         assert_eq!(bucket_bound_seconds(CALL_TIME_BUCKETS - 2), 5.0);
         assert_eq!(bucket_bound_seconds(CALL_TIME_BUCKETS - 1), f64::MAX);
 
-        let stats = PluginStats::new(&["handle".to_owned()]);
+        let stats = PluginStats::new(&[Role::Handler]);
         for micros in [1, 10, 11, 2_500, 6_000_000] {
             stats.ran(Export::Handle, Duration::from_micros(micros), None);
         }
@@ -258,7 +268,7 @@ mod tests {
 
     #[test]
     fn calls_count_by_export_and_failures_by_kind() {
-        let stats = PluginStats::new(&["on-request".to_owned(), "on-response".to_owned()]);
+        let stats = PluginStats::new(&[Role::Filter]);
         stats.refused(Export::OnRequest, &PluginError::Busy);
         stats.ran(Export::OnRequest, Duration::from_micros(40), None);
         let trap = PluginError::Trap("unreachable".to_owned());

@@ -72,8 +72,7 @@ fn incoming(
     request: http::Request<Body>,
     path: &str,
     tls: bool,
-) -> http::Request<impl http_body::Body<Data = Bytes, Error = wasmtime_wasi_http::Error> + use<>>
-{
+) -> http::Request<impl http_body::Body<Data = Bytes, Error = wasmtime_wasi_http::Error> + use<>> {
     let (mut parts, body) = request.into_parts();
     let scheme = if tls {
         http::uri::Scheme::HTTPS
@@ -103,10 +102,14 @@ fn incoming(
     if let Ok(uri) = uri {
         parts.uri = uri;
     }
-    let body = body.map_err(|error: BoxError| match error.downcast_ref::<BodyTooLarge>() {
-        Some(too_large) => wasmtime_wasi_http::Error::HttpRequestBodySize(Some(too_large.limit)),
-        None => wasmtime_wasi_http::Error::ConnectionTerminated,
-    });
+    let body = body.map_err(
+        |error: BoxError| match error.downcast_ref::<BodyTooLarge>() {
+            Some(too_large) => {
+                wasmtime_wasi_http::Error::HttpRequestBodySize(Some(too_large.limit))
+            }
+            None => wasmtime_wasi_http::Error::ConnectionTerminated,
+        },
+    );
     http::Request::from_parts(parts, body)
 }
 
@@ -350,8 +353,10 @@ mod tests {
     #[tokio::test]
     async fn a_failed_call_ends_the_body_with_its_error() {
         let (body, done) = body(chunks(&["partial"]), 100);
-        done.send(Err(PluginError::Timeout(std::time::Duration::from_millis(5))))
-            .expect("send");
+        done.send(Err(PluginError::Timeout(std::time::Duration::from_millis(
+            5,
+        ))))
+        .expect("send");
         let error = body.collect().await.expect_err("cut");
         let error = error.downcast::<PluginError>().expect("plugin error");
         assert!(matches!(*error, PluginError::Timeout(_)));

@@ -212,6 +212,15 @@ impl State {
         }
     }
 
+    /// The Redis backend, when `[state]` is Redis (the WebSocket API's cross-gateway
+    /// delivery uses it directly).
+    pub fn redis(&self) -> Option<&RedisState> {
+        match &self.backend {
+            Backend::Memory => None,
+            Backend::Redis(redis) => Some(redis),
+        }
+    }
+
     /// `"memory"` or `"redis"`.
     pub fn backend_name(&self) -> &'static str {
         match self.backend {

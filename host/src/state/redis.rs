@@ -346,6 +346,84 @@ impl RedisState {
     }
 }
 
+/// The WebSocket API's cross-gateway plumbing (see `crate::websocket::api::registry`):
+/// a key per open connection naming the `weir` process that holds it, and a pub/sub
+/// channel per process for what others want done to its connections.
+impl RedisState {
+    fn connection_key(&self, id: &str) -> String {
+        self.key("ws:conn", id)
+    }
+
+    fn instance_channel(&self, instance: &str) -> String {
+        self.key("ws:instance", instance)
+    }
+
+    /// Records (or refreshes) that connection `id` is open, described by `value`, for `ttl`.
+    pub async fn connection_set(
+        &self,
+        id: &str,
+        value: Bytes,
+        ttl: Duration,
+    ) -> Result<(), StateError> {
+        self.set_bytes(self.connection_key(id), value, Some(ttl))
+            .await
+    }
+
+    /// The description of connection `id`, if some process holds it.
+    pub async fn connection_get(&self, id: &str) -> Result<Option<Bytes>, StateError> {
+        self.get_bytes(self.connection_key(id)).await
+    }
+
+    /// Forgets connection `id`.
+    pub async fn connection_delete(&self, id: &str) -> Result<(), StateError> {
+        let redis_key = self.connection_key(id);
+        self.run(|mut connection| async move {
+            redis::cmd("DEL")
+                .arg(redis_key)
+                .query_async::<()>(&mut connection)
+                .await
+        })
+        .await
+    }
+
+    /// Publishes `payload` on the channel of process `instance`; the number of
+    /// subscribers that got it (0: that process is gone).
+    pub async fn instance_publish(
+        &self,
+        instance: &str,
+        payload: Bytes,
+    ) -> Result<u64, StateError> {
+        let channel = self.instance_channel(instance);
+        self.run(|mut connection| async move {
+            redis::cmd("PUBLISH")
+                .arg(channel)
+                .arg(payload.as_ref())
+                .query_async(&mut connection)
+                .await
+        })
+        .await
+    }
+
+    /// A dedicated connection subscribed to the channel of process `instance`: its
+    /// messages' payloads, until the connection breaks (the stream ends).
+    pub async fn instance_subscribe(
+        &self,
+        instance: &str,
+    ) -> Result<redis::aio::PubSubStream, StateError> {
+        let channel = self.instance_channel(instance);
+        let subscribe = async {
+            let mut pubsub = self.client.get_async_pubsub().await?;
+            pubsub.subscribe(channel).await?;
+            Ok::<_, redis::RedisError>(pubsub.into_on_message())
+        };
+        let deadline = self.settings.timeout + self.settings.connect_timeout;
+        match tokio::time::timeout(deadline, subscribe).await {
+            Ok(result) => result.map_err(StateError::Redis),
+            Err(_) => Err(StateError::Timeout(deadline)),
+        }
+    }
+}
+
 /// Escapes `SCAN MATCH` glob characters.
 fn glob_escape(text: &str) -> String {
     let mut escaped = String::with_capacity(text.len());
