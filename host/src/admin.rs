@@ -23,6 +23,21 @@ use crate::server::Shared;
 /// The content type of the Prometheus exposition written by `prometheus-client`.
 const METRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
+/// Answers one admin request, reading its body where an endpoint needs one (`POST
+/// /connections/{id}`, see `crate::websocket::api::admin`).
+pub async fn handle_owned(
+    request: Request<hyper::body::Incoming>,
+    shared: &Arc<Shared>,
+) -> Response<Body> {
+    if request.method() == Method::POST
+        && request.uri().path().starts_with("/connections/")
+        && authorized(&request, shared)
+    {
+        return crate::websocket::api::admin::post(request, shared).await;
+    }
+    handle(&request, shared).await
+}
+
 /// Answers one admin request.
 pub async fn handle<B>(request: &Request<B>, shared: &Arc<Shared>) -> Response<Body> {
     let request_id = headers::request_id(request.headers());
@@ -34,6 +49,9 @@ pub async fn handle<B>(request: &Request<B>, shared: &Arc<Shared>) -> Response<B
         r.headers_mut()
             .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         r
+    } else if let Some(connection) = path.strip_prefix("/connections/") {
+        let query = request.uri().query();
+        crate::websocket::api::admin::handle(request.method(), connection, query, shared, &id).await
     } else if matches!(path, "/cache/purge" | "/state") {
         traffic(request.method(), path, request.uri().query(), shared, &id).await
     } else {
@@ -224,6 +242,7 @@ pub fn effective_config(config: &Config) -> Value {
                         "max_body": h.max_body,
                     }
                 }),
+                Integration::WebSocket(api) => crate::websocket::api::admin::effective(api, config),
             };
             json!({
                 "name": r.name,
@@ -334,7 +353,7 @@ pub fn plugins(gateway: &Gateway) -> Value {
 #[derive(Default)]
 struct Uses<'c> {
     roles: Vec<Role>,
-    /// Routes with it as handler or filter.
+    /// Routes with it as handler, filter or WebSocket handler.
     routes: Vec<&'c str>,
     authorizers: Vec<&'c str>,
 }
@@ -346,13 +365,18 @@ impl<'c> Uses<'c> {
             let handler =
                 matches!(&route.integration, Integration::Handler(h) if h.plugin == index);
             let filter = route.filters.iter().any(|f| f.plugin == index);
+            let websocket = matches!(&route.integration, Integration::WebSocket(api)
+                if crate::websocket::api::plugins_of(api).any(|plugin| plugin == index));
             if handler {
                 uses.used_as(Role::Handler);
             }
             if filter {
                 uses.used_as(Role::Filter);
             }
-            if handler || filter {
+            if websocket {
+                uses.used_as(Role::WebSocket);
+            }
+            if handler || filter || websocket {
                 uses.routes.push(&route.name);
             }
         }

@@ -288,10 +288,15 @@ impl PluginAuthorizer {
             plugin: self.plugin.name().clone(),
             error,
         };
+        // The call ran, but the host refuses what it answered.
+        let refused = |error| {
+            self.plugin.stats().output_refused(&error);
+            failed(error)
+        };
         match self.plugin.authorize(call, wit_request).await {
-            Ok(Decision::Allow(allow)) => self.allowed(allow).map_err(failed),
+            Ok(Decision::Allow(allow)) => self.allowed(allow).map_err(refused),
             Ok(Decision::Deny(response)) => {
-                let response = plugin::convert::response(response).map_err(failed)?;
+                let response = plugin::convert::response(response).map_err(refused)?;
                 let (parts, body) = response.into_parts();
                 let body = match body {
                     Body::Full(bytes) => bytes.unwrap_or_default(),

@@ -58,6 +58,10 @@ pub enum Side {
 pub enum GatewayError {
     #[error("request path refused: {0}")]
     BadPath(#[from] PathError),
+    /// A request to a WebSocket API route (`websocket = { ... }`) that is not a
+    /// WebSocket handshake.
+    #[error("not a websocket handshake")]
+    UpgradeRequired,
     #[error("request has no usable host")]
     BadHost,
     #[error("too many request header fields ({count}, limit {limit})")]
@@ -173,6 +177,7 @@ impl GatewayError {
                 StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
             }
             GatewayError::NoRoute => StatusCode::NOT_FOUND,
+            GatewayError::UpgradeRequired => StatusCode::UPGRADE_REQUIRED,
             GatewayError::Throttled { .. } => StatusCode::TOO_MANY_REQUESTS,
             GatewayError::StateUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             GatewayError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
@@ -232,6 +237,7 @@ impl GatewayError {
             GatewayError::Plugin { phase, .. } => *phase,
             GatewayError::BodyTooLarge { .. }
             | GatewayError::ClientBody(_)
+            | GatewayError::UpgradeRequired
             | GatewayError::RequestTimeout(_)
             | GatewayError::NoHealthyTarget { .. }
             | GatewayError::UpstreamConnect { .. }
@@ -251,6 +257,7 @@ impl GatewayError {
             | GatewayError::MethodNotAllowed { .. }
             | GatewayError::BodyTooLarge { .. }
             | GatewayError::ClientBody(_)
+            | GatewayError::UpgradeRequired
             | GatewayError::Throttled { .. } => Side::Downstream,
             GatewayError::StateUnavailable { .. } => Side::Internal,
             GatewayError::Unauthenticated(_)
@@ -283,6 +290,7 @@ impl GatewayError {
             GatewayError::MethodNotAllowed { .. } => "method_not_allowed",
             GatewayError::BodyTooLarge { .. } => "body_too_large",
             GatewayError::ClientBody(_) => "client_body",
+            GatewayError::UpgradeRequired => "upgrade_required",
             GatewayError::Throttled { .. } => "throttled",
             GatewayError::StateUnavailable { .. } => "state_unavailable",
             GatewayError::Unauthenticated(_) => "unauthenticated",
@@ -326,6 +334,7 @@ impl GatewayError {
             GatewayError::MethodNotAllowed { .. } => "method not allowed on this route",
             GatewayError::BodyTooLarge { .. } => "request body too large",
             GatewayError::ClientBody(_) => "request body could not be read",
+            GatewayError::UpgradeRequired => "this route only accepts WebSocket handshakes",
             GatewayError::Throttled { .. } => "too many requests",
             GatewayError::StateUnavailable { .. } => "rate limit state unavailable",
             GatewayError::Unauthenticated(_) => "authentication required",

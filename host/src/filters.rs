@@ -58,6 +58,14 @@ pub struct Pending<'u> {
     use_: &'u PluginUse,
 }
 
+/// What one filter's `on-request` decided, checked.
+enum Step {
+    /// Go on with this path and body (and this instance for `on-response`).
+    Go((String, Option<Bytes>), Option<FilterInstance>),
+    /// The filter answered.
+    Answer(Response<Body>),
+}
+
 /// The end of the `request_filters` phase.
 pub enum Inbound<'u, 'p> {
     /// Go on to the integration with this request and path.
@@ -116,17 +124,20 @@ impl FilterContext<'_> {
             let outcome = plugin
                 .on_request(self.call_info(plugin, use_), wit)
                 .await
-                .and_then(|(outcome, instance)| match outcome {
-                    RequestOutcome::Continue(changed) => {
-                        let applied = self.apply_request(changed, &mut parts, given)?;
-                        Ok(Ok((applied, instance)))
+                .and_then(|(outcome, instance)| {
+                    match outcome {
+                        RequestOutcome::Continue(changed) => self
+                            .apply_request(changed, &mut parts, given)
+                            .map(|applied| Step::Go(applied, instance)),
+                        RequestOutcome::Respond(response) => {
+                            plugin::convert::response(response).map(Step::Answer)
+                        }
                     }
-                    RequestOutcome::Respond(response) => {
-                        plugin::convert::response(response).map(Err)
-                    }
+                    // The call went well; what it returned did not.
+                    .inspect_err(|error| plugin.stats().output_refused(error))
                 });
             match outcome {
-                Ok(Ok(((new_path, new_body), instance))) => {
+                Ok(Step::Go((new_path, new_body), instance)) => {
                     path = Cow::Owned(new_path);
                     let body = new_body.map_or(body, Body::full);
                     request = Request::from_parts(parts, body);
@@ -134,7 +145,7 @@ impl FilterContext<'_> {
                         pending.push(Pending { instance, use_ });
                     }
                 }
-                Ok(Err(response)) => return Ok(Inbound::Respond { response, pending }),
+                Ok(Step::Answer(response)) => return Ok(Inbound::Respond { response, pending }),
                 Err(error) => {
                     self.failed(plugin.name(), use_, Phase::RequestFilters, error)?;
                     request = Request::from_parts(parts, body);
@@ -172,10 +183,10 @@ impl FilterContext<'_> {
                 headers: plugin::convert::headers(&parts.headers),
                 body: given.as_ref().map(|bytes| bytes.to_vec()),
             };
-            let outcome = instance
-                .on_response(wit)
-                .await
-                .and_then(|changed| apply_response(changed, &mut parts));
+            let outcome = instance.on_response(wit).await.and_then(|changed| {
+                apply_response(changed, &mut parts)
+                    .inspect_err(|error| plugin.stats().output_refused(error))
+            });
             let body = match outcome {
                 Ok(Some(new_body)) => Body::full(new_body),
                 Ok(None) => body,

@@ -258,6 +258,7 @@ fn routes(path: &Path) -> anyhow::Result<ExitCode> {
                         .get(h.plugin)
                         .map_or("?", |p| p.name.as_str())
                 ),
+                Integration::WebSocket(_) => "websocket".to_owned(),
             };
             [
                 route.name.clone(),

@@ -116,6 +116,8 @@ pub struct Gateway {
     api_keys: ApiKeyTable,
     /// `[plugins]`, compiled and linked, same order as `config.plugins`.
     plugins: Plugins,
+    /// The open connections of WebSocket API routes (kept across reloads).
+    connections: Arc<websocket::api::Connections>,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -313,7 +315,12 @@ impl Gateway {
             })
             .collect::<Result<_, _>>()?;
         let api_keys = ApiKeyTable::new(&config.access, apikey::system_clock());
+        let connections = match previous {
+            Some(previous) => previous.connections.clone(),
+            None => websocket::api::Connections::new(state.clone()),
+        };
         Ok(Gateway {
+            connections,
             plugins,
             state,
             throttles,
@@ -365,6 +372,11 @@ impl Gateway {
 
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
+    }
+
+    /// The open connections of WebSocket API routes (the connections API).
+    pub fn connections(&self) -> &Arc<websocket::api::Connections> {
+        &self.connections
     }
 
     /// `[plugins]`, compiled and linked, in `config.plugins` order.
@@ -785,6 +797,22 @@ impl Gateway {
                 self.handler(request, routed, path, use_, conn, exchange)
                     .await
             }
+            // The gateway is the WebSocket server; see `crate::websocket::api`.
+            Integration::WebSocket(api) => {
+                let upgrade = websocket::api::Upgrade {
+                    api,
+                    route: &routed.route.name,
+                    path,
+                    params: &routed.params,
+                    client: exchange.client,
+                    request_id: &exchange.request_id,
+                    plugins: &self.plugins,
+                    upstreams: &self.upstreams,
+                    state: &self.state,
+                    registry: &self.connections,
+                };
+                websocket::api::accept(request, upgrade).await
+            }
         }
     }
 
@@ -864,7 +892,9 @@ impl Gateway {
         let wit_request =
             plugin::convert::request(&parts, path, &routed.params, exchange.client, body);
         let response = plugin.handle(call, wit_request).await.map_err(failed)?;
-        plugin::convert::response(response).map_err(failed)
+        plugin::convert::response(response)
+            .inspect_err(|error| plugin.stats().output_refused(error))
+            .map_err(failed)
     }
 
     /// The upstream integration: headers for the upstream, body limit, forward, and the

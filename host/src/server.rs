@@ -18,7 +18,8 @@
 //!   connection, the whole head must follow within it (slow-loris defence);
 //! - `idle_timeout`: a connection with no request in flight and no traffic is closed.
 //!
-//! A proxied WebSocket handshake answered `101` carries a [`Tunnel`] in the response's
+//! A proxied WebSocket handshake answered `101` carries a tunnel (a WebSocket API's, a
+//! session; see [`Switched`]) in the response's
 //! extensions: once hyper has sent the `101` and handed the connection over, the
 //! connection's task runs the tunnel (with its own timeouts, see [`crate::websocket`]),
 //! so that it keeps its permit of the connection cap and its place in the drain.
@@ -59,7 +60,7 @@ use crate::config::{self, Config, ConfigErrors};
 use crate::error::json_response;
 use crate::metrics::Metrics;
 use crate::pipeline::{BuildError, ConnInfo, Exchange, Gateway};
-use crate::websocket::Tunnel;
+use crate::websocket::Switched;
 
 /// Room hyper's own HTTP/1 read buffer leaves above `max_header_bytes`, so that the
 /// gateway's JSON `431` answers before hyper's bare one.
@@ -548,7 +549,7 @@ async fn serve_connection<I>(
     });
     let info = Arc::new(info);
     // Where a `101` leaves its tunnel, to run once the connection is handed over.
-    let switched: Arc<Mutex<Option<Tunnel>>> = Arc::default();
+    let switched: Arc<Mutex<Option<Switched>>> = Arc::default();
     let service = {
         let activity = activity.clone();
         let shared = ctx.shared.clone();
@@ -561,14 +562,14 @@ async fn serve_connection<I>(
             let switched = switched.clone();
             async move {
                 let response = match kind {
-                    ListenerKind::Admin => crate::admin::handle(&request, &shared)
+                    ListenerKind::Admin => crate::admin::handle_owned(request, &shared)
                         .await
                         .map(|body| TrackedBody::new(body, guard, None)),
                     ListenerKind::Http | ListenerKind::Https => {
                         let gateway = shared.gateway();
                         let (mut response, exchange) =
                             gateway.serve(request.map(Body::stream), &info).await;
-                        if let Some(tunnel) = response.extensions_mut().remove::<Tunnel>() {
+                        if let Some(tunnel) = Switched::take(&mut response) {
                             *lock(&switched) = Some(tunnel);
                         }
                         response

@@ -24,6 +24,8 @@ pub struct Guests {
     pub header_auth: PathBuf,
     /// `plugins/transform`: the declarative mapping filter (Rust SDK).
     pub transform: PathBuf,
+    /// `plugins/chat`: the chat room of a WebSocket API (`websocket` world).
+    pub chat: PathBuf,
     /// `tests/guests/hostile`: a handler that misbehaves as its config's `mode` says.
     pub hostile: PathBuf,
     /// `tests/guests/noop-filter`: a filter that changes nothing (exports no `handle`).
@@ -90,6 +92,7 @@ fn build() -> Guests {
         hello: out.join("hello.wasm"),
         header_auth: out.join("header_auth.wasm"),
         transform: out.join("transform.wasm"),
+        chat: out.join("chat.wasm"),
         hostile: out.join("hostile.wasm"),
         noop_filter: out.join("noop_filter.wasm"),
         probe_filter: out.join("probe_filter.wasm"),

@@ -26,3 +26,4 @@ mod throttle;
 mod tls;
 mod wasi_http;
 mod websocket;
+mod websocket_api;

@@ -192,6 +192,8 @@ async fn plugin_calls_failures_times_and_decision_cache_show_in_metrics_and_plug
     for _ in 0..3 {
         assert_eq!(get(&gateway, "/private", Some("allow-ada")).await, 200);
     }
+    // An allow with an empty principal: the call ran, the host refuses its output.
+    assert!(get(&gateway, "/private", Some("empty")).await >= 500);
     assert_eq!(get(&gateway, "/panic", None).await, 502);
     assert_eq!(get(&gateway, "/bad-status", None).await, 502);
 
@@ -222,14 +224,15 @@ async fn plugin_calls_failures_times_and_decision_cache_show_in_metrics_and_plug
     expect(calls("probe-filter", "on-request"), 2.0);
     expect(calls("probe-filter", "on-response"), 1.0);
     expect(failures("probe-filter", "plugin_trap"), 1.0);
-    // One decision asked the plugin; two came from the cache.
-    expect(calls("probe", "authorize"), 1.0);
-    expect(decisions("miss"), 1.0);
+    // Two decisions asked the plugin (one answer was refused); two came from the cache.
+    expect(calls("probe", "authorize"), 2.0);
+    expect(decisions("miss"), 2.0);
     expect(decisions("hit"), 2.0);
+    expect(failures("probe", "plugin_bad_output"), 1.0);
+    expect(call_time("probe", "authorize", "count"), 2.0);
     // panic, bad-status, loop and the refused call.
     expect(calls("hostile", "handle"), 4.0);
     expect(failures("hostile", "plugin_trap"), 1.0);
-    expect(failures("hostile", "plugin_bad_output"), 1.0);
     expect(failures("hostile", "plugin_timeout"), 1.0);
     expect(failures("hostile", "plugin_busy"), 1.0);
     expect(failures("hostile", "plugin_memory"), 0.0);

@@ -507,8 +507,12 @@ filters = [{{ plugin = "probe" }}]
         .await
         .expect("reload");
     assert_eq!(reload.status(), 200);
-    // `probe` changed (its limits): loaded again; `hello` did not: kept as it was.
-    assert_eq!(loaded(&gateway, "probe"), 2);
+    // `probe` changed (its limits): loaded again; `hello` did not: kept as it was. (The
+    // log lines are read from the child's output as they come: wait for them.)
+    crate::harness::wait_until(Duration::from_secs(10), "probe loaded again", || {
+        loaded(&gateway, "probe") == 2
+    })
+    .await;
     assert_eq!(loaded(&gateway, "hello"), 1);
     assert!(
         gateway

@@ -22,7 +22,7 @@ fn cache_dir() -> std::path::PathBuf {
 
 /// A gateway with the `wasi-http-hello` component as `hi` on each of its paths, and a
 /// mock route that must keep answering.
-fn gateway(timeout: &str) -> TestGateway {
+fn gateway(timeout: &str, concurrency: u32) -> TestGateway {
     let hi = &guests().wasi_http_hello;
     let mut toml = format!(
         r#"
@@ -32,7 +32,7 @@ listen = "127.0.0.1:0"
 [plugins.hi]
 path = "{}"
 sha256 = "{}"
-limits = {{ timeout = "{timeout}" }}
+limits = {{ timeout = "{timeout}", concurrency = {concurrency} }}
 
 [[routes]]
 path = "/ok"
@@ -63,7 +63,7 @@ handler = {{ plugin = "hi", max_body = 16 }}
 
 #[tokio::test]
 async fn a_wasi_http_component_answers_a_route_with_a_streamed_body() {
-    let gateway = gateway("5s");
+    let gateway = gateway("5s", 8);
     let response = client()
         .get(gateway.url("/hi?name=ada"))
         .header("x-client", "e2e")
@@ -104,7 +104,7 @@ async fn a_wasi_http_component_answers_a_route_with_a_streamed_body() {
 
 #[tokio::test]
 async fn the_request_body_streams_to_the_guest_up_to_max_body() {
-    let gateway = gateway("5s");
+    let gateway = gateway("5s", 8);
     let client = client();
     let echoed = client
         .post(gateway.url("/echo"))
@@ -151,7 +151,7 @@ async fn the_request_body_streams_to_the_guest_up_to_max_body() {
 
 #[tokio::test]
 async fn outgoing_requests_from_a_wasi_http_guest_are_refused() {
-    let gateway = gateway("5s");
+    let gateway = gateway("5s", 8);
     let response = client()
         .get(gateway.url("/fetch"))
         .send()
@@ -163,7 +163,7 @@ async fn outgoing_requests_from_a_wasi_http_guest_are_refused() {
 
 #[tokio::test]
 async fn failing_wasi_http_guests_get_bounded_errors_while_other_routes_answer() {
-    let gateway = gateway("300ms");
+    let gateway = gateway("300ms", 8);
     let client = client();
     // Failures before the response head: the usual plugin errors.
     for (path, status, message) in [
@@ -180,12 +180,17 @@ async fn failing_wasi_http_guests_get_bounded_errors_while_other_routes_answer()
         assert_eq!(ok.status(), 200, "after {path}");
     }
     // Failures after it (a trap, the deadline): the head is gone, the body ends with an
-    // error, never cleanly and never late.
+    // error, never cleanly and never late. (When the failure comes before hyper wrote
+    // anything, the connection closes before the head: an error all the same.)
     for path in ["/trap-mid-body", "/stall-mid-body"] {
         let started = Instant::now();
-        let response = client.get(gateway.url(path)).send().await.expect("get");
-        assert_eq!(response.status(), 200, "{path}");
-        let body = response.bytes().await;
+        let body = match client.get(gateway.url(path)).send().await {
+            Ok(response) => {
+                assert_eq!(response.status(), 200, "{path}");
+                response.bytes().await.map(drop)
+            }
+            Err(error) => Err(error),
+        };
         assert!(body.is_err(), "{path}: a cut body must not look complete");
         assert!(
             started.elapsed() < Duration::from_secs(3),
@@ -195,6 +200,20 @@ async fn failing_wasi_http_guests_get_bounded_errors_while_other_routes_answer()
         let ok = client.get(gateway.url("/ok")).send().await.expect("ok");
         assert_eq!(ok.status(), 200, "after {path}");
     }
+    // Streamed, not buffered: the first chunk arrives while the guest still runs.
+    let mut stalled = client
+        .get(gateway.url("/stall-mid-body"))
+        .send()
+        .await
+        .expect("the head comes before the deadline");
+    assert_eq!(stalled.status(), 200);
+    let first = stalled.chunk().await.expect("first chunk");
+    assert_eq!(first.as_deref(), Some(&b"first chunk\n"[..]));
+    assert!(
+        stalled.chunk().await.is_err(),
+        "then the deadline cuts the body"
+    );
+
     let logs = gateway.logs().join("\n");
     for needle in [
         "plugin hi: plugin ran past its deadline",
@@ -202,6 +221,38 @@ async fn failing_wasi_http_guests_get_bounded_errors_while_other_routes_answer()
         "wasi:http handler failed mid-body",
     ] {
         assert!(logs.contains(needle), "missing {needle:?} in:\n{logs}");
+    }
+}
+
+#[tokio::test]
+async fn a_streaming_call_holds_its_concurrency_permit_until_handle_returns() {
+    let gateway = gateway("1s", 1);
+    let client = client();
+    let mut stalled = client
+        .get(gateway.url("/stall-mid-body"))
+        .send()
+        .await
+        .expect("head");
+    stalled.chunk().await.expect("first chunk");
+    // The head is sent but the guest still runs: its one permit is taken.
+    let busy = client.get(gateway.url("/hi")).send().await.expect("get");
+    assert_eq!(busy.status(), 503);
+    let body: serde_json::Value = busy.json().await.expect("json error");
+    assert_eq!(body["message"], "plugin busy, try again");
+    assert!(stalled.chunk().await.is_err(), "the deadline cuts the body");
+    // Once `handle` is over, the permit is back.
+    let started = Instant::now();
+    loop {
+        let hi = client.get(gateway.url("/hi")).send().await.expect("get");
+        if hi.status() == 200 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{}",
+            hi.status()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 

@@ -18,7 +18,7 @@ pub use super::plugins::{OnError, Plugin, PluginLimits, PluginUse};
 pub use super::traffic::{
     CacheKeyPart, CacheLimits, Invalidate, RouteCache, RouteTraffic, Throttle, ThrottleKey, Traffic,
 };
-pub use super::websocket::WebSocketProxy;
+pub use super::websocket::{WebSocketApi, WebSocketProxy, WsHandler};
 use crate::access_log::AccessLogTarget;
 use crate::path::PathOptions;
 use crate::router::Router;
@@ -259,6 +259,9 @@ pub enum Integration {
     Mock(Mock),
     /// `handler = { plugin, config, body, max_body }`: a Wasm plugin answers.
     Handler(PluginUse),
+    /// `websocket = { ... }`: a WebSocket API; the gateway answers the handshake itself
+    /// and calls the API's handlers on its connections' events (`crate::websocket::api`).
+    WebSocket(Box<WebSocketApi>),
 }
 
 /// `mock = { status = 200, body = "...", headers = { ... } }`.

@@ -366,7 +366,7 @@ pub fn plugin_use(
 }
 
 /// `config.upstreams = ["NAME", ...]`: the upstreams a plugin's `outbound` may reach.
-fn outbound_upstreams(
+pub(super) fn outbound_upstreams(
     report: &mut Report<'_>,
     path: &KeyPath,
     config: &serde_json::Map<String, serde_json::Value>,

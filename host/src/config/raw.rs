@@ -19,7 +19,7 @@ use super::keypath::{KeyPath, Segment};
 /// Keys that DESIGN.md describes but this version does not implement yet. An unknown key
 /// found here gets "not supported by this version of weir yet" instead of "unknown key".
 /// Remove an entry when its feature lands (and add the key to the raw type).
-pub const NOT_YET_SUPPORTED: &[(Table, &str)] = &[(Table::Route, "websocket")];
+pub const NOT_YET_SUPPORTED: &[(Table, &str)] = &[];
 
 /// The whole file.
 #[derive(Debug, Default, Deserialize)]
@@ -192,6 +192,27 @@ pub struct RawRoute {
     pub deny_cidrs: Option<Vec<String>>,
     pub websocket_idle_timeout: Option<String>,
     pub websocket_max_duration: Option<String>,
+    pub websocket: Option<RawWebSocketApi>,
+}
+
+/// `websocket = { ... }` on a route: a WebSocket API (the gateway is the server).
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, expecting = "a table")]
+pub struct RawWebSocketApi {
+    pub selection: Option<String>,
+    pub connect: Option<String>,
+    pub disconnect: Option<String>,
+    pub default: Option<String>,
+    /// Route key → handler; the keys are the API's, not weir's.
+    pub routes: Option<BTreeMap<String, String>>,
+    /// Free-form: handed to plugin handlers as JSON.
+    pub config: Option<serde_json::Map<String, serde_json::Value>>,
+    pub max_frame: Option<RawSize>,
+    pub max_message: Option<RawSize>,
+    pub rate: Option<f64>,
+    pub burst: Option<i64>,
+    pub idle_timeout: Option<String>,
+    pub max_duration: Option<String>,
 }
 
 /// `[authorizers.NAME]`.
@@ -547,6 +568,7 @@ pub enum Table {
     Plugin,
     PluginLimits,
     PluginUse,
+    WebSocketApi,
 }
 
 impl Table {
@@ -584,6 +606,7 @@ impl Table {
             [p, Key(_), l] if key(p, "plugins") && key(l, "limits") => Self::PluginLimits,
             [r, Index(_), h] if key(r, "routes") && key(h, "handler") => Self::PluginUse,
             [r, Index(_), f, Index(_)] if key(r, "routes") && key(f, "filters") => Self::PluginUse,
+            [r, Index(_), w] if key(r, "routes") && key(w, "websocket") => Self::WebSocketApi,
             [p, Key(_), q] if key(p, "usage_plans") && key(q, "quota") => Self::Quota,
             [p, Key(_), r, Key(_)] if key(p, "usage_plans") && key(r, "routes") => Self::PlanLimits,
             [p, Key(_), r, Key(_), q]
@@ -622,6 +645,7 @@ impl Table {
             Self::Plugin => field_names::<RawPlugin>(),
             Self::PluginLimits => field_names::<RawPluginLimits>(),
             Self::PluginUse => field_names::<RawPluginUse>(),
+            Self::WebSocketApi => field_names::<RawWebSocketApi>(),
         }
     }
 

@@ -195,11 +195,14 @@ fn a_misspelt_key_does_not_also_look_missing() {
 }
 
 #[test]
-fn planned_keys_are_not_supported_yet() {
+fn a_websocket_api_is_the_routes_only_integration() {
     let source = with_listen("[[routes]]\npath = \"/\"\nmock = {}\nwebsocket = {}\n");
     assert_eq!(
         errors(&source),
-        ["weir.toml:6:1: routes[0].websocket: not supported by this version of weir yet"]
+        [
+            "weir.toml:6:13: routes[0].websocket: a route with `websocket` is the WebSocket \
+          server itself and takes no other integration, found `mock`"
+        ]
     );
 }
 

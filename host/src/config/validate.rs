@@ -630,7 +630,36 @@ impl Validator<'_, '_> {
             raw.websocket_idle_timeout,
             raw.websocket_max_duration,
         );
-        let integration = self.integration(path, raw.upstream, raw.mock, raw.handler, names);
+        let integration = match raw.websocket {
+            // A WebSocket API is the route's integration: the gateway is the server.
+            Some(websocket) => {
+                let taken: Vec<&str> = [
+                    raw.upstream.as_ref().map(|_| "`upstream`"),
+                    raw.mock.as_ref().map(|_| "`mock`"),
+                    raw.handler.as_ref().map(|_| "`handler`"),
+                ]
+                .into_iter()
+                .flatten()
+                .collect();
+                if !taken.is_empty() {
+                    self.report.at(
+                        &path.key("websocket"),
+                        format!(
+                            "a route with `websocket` is the WebSocket server itself and takes \
+                             no other integration, found {}",
+                            taken.join(", ")
+                        ),
+                    );
+                }
+                Integration::WebSocket(Box::new(super::websocket::api(
+                    self.report,
+                    &path.key("websocket"),
+                    websocket,
+                    names.uses(),
+                )))
+            }
+            None => self.integration(path, raw.upstream, raw.mock, raw.handler, names),
+        };
         let filters_path = path.key("filters");
         let filters = raw
             .filters

@@ -109,7 +109,8 @@ pub fn headers(map: &HeaderMap) -> Vec<(String, String)> {
         .collect()
 }
 
-fn auth(extensions: &http::Extensions) -> Option<AuthContext> {
+/// What the route's authorizer learnt, for a plugin (`None` when no authorizer ran).
+pub fn auth(extensions: &http::Extensions) -> Option<AuthContext> {
     let principal = identity::principal_in(extensions)?;
     let context = extensions.get::<identity::AuthContext>();
     Some(AuthContext {

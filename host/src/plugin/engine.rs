@@ -88,6 +88,11 @@ impl Runtime {
             .map_err(|error| format!("cannot link wasi:http: {error:#}"))?;
         Imports::add_to_linker::<Host, HasSelf<Host>>(&mut linker, |host| host)
             .map_err(|error| format!("cannot link the weir:plugin imports: {error:#}"))?;
+        super::bindings::websocket::weir::plugin::connections::add_to_linker::<Host, HasSelf<Host>>(
+            &mut linker,
+            |host| host,
+        )
+        .map_err(|error| format!("cannot link weir:plugin/connections: {error:#}"))?;
         start_ticker(engine.clone())?;
         Ok(Runtime {
             engine,

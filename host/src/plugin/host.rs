@@ -15,6 +15,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
 use super::bindings::imports::weir::plugin::{config, kv, log, outbound};
+use super::bindings::websocket::weir::plugin::connections;
 use crate::state::State;
 use crate::upstream::UpstreamPool;
 
@@ -77,6 +78,8 @@ pub struct Host {
     /// When the running call must stop (set before each call; the epoch callback checks
     /// it).
     pub(super) deadline: std::time::Instant,
+    /// What `connections` reaches: set for the calls of `websocket` plugins only.
+    pub(super) connections: Option<Arc<crate::websocket::api::Connections>>,
 }
 
 impl Host {
@@ -92,6 +95,7 @@ impl Host {
             limiter: MemoryCap::new(memory_bytes),
             call,
             deadline: std::time::Instant::now(),
+            connections: None,
         }
     }
 
@@ -384,6 +388,54 @@ impl outbound::Host for Host {
 }
 
 impl super::bindings::imports::weir::plugin::types::Host for Host {}
+
+/// `connections`, for `websocket` plugins: the gateway's connection registry (which
+/// reaches connections held by other gateways through the state backend).
+impl connections::Host for Host {
+    async fn send_to(
+        &mut self,
+        connection_id: String,
+        message: connections::Message,
+    ) -> Result<(), connections::Error> {
+        let Some(registry) = self.connections.clone() else {
+            return Err(connections::Error::Gone);
+        };
+        let message = match message {
+            connections::Message::Text(text) => crate::websocket::api::Outgoing::Text(text),
+            connections::Message::Binary(bytes) => {
+                crate::websocket::api::Outgoing::Binary(Bytes::from(bytes))
+            }
+        };
+        registry
+            .send(&connection_id, message)
+            .await
+            .map_err(connection_error)
+    }
+
+    async fn close(
+        &mut self,
+        connection_id: String,
+        code: u16,
+        reason: String,
+    ) -> Result<(), connections::Error> {
+        let Some(registry) = self.connections.clone() else {
+            return Err(connections::Error::Gone);
+        };
+        registry
+            .close(&connection_id, code, &reason)
+            .await
+            .map_err(connection_error)
+    }
+}
+
+fn connection_error(error: crate::websocket::api::ConnectionError) -> connections::Error {
+    use crate::websocket::api::ConnectionError;
+    match error {
+        ConnectionError::Gone => connections::Error::Gone,
+        ConnectionError::Unavailable => connections::Error::Unavailable,
+        ConnectionError::TooLarge => connections::Error::TooLarge,
+    }
+}
 
 #[cfg(test)]
 mod tests {

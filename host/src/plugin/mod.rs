@@ -42,6 +42,9 @@ pub use bindings::authorizer::{Allow, Decision};
 pub use bindings::filter::RequestOutcome;
 use bindings::filter::{Filter, FilterPre};
 use bindings::handler::HandlerPre;
+pub use bindings::websocket::ConnectOutcome;
+use bindings::websocket::WebsocketPre;
+pub use bindings::websocket::weir::plugin::connections::{ConnectionInfo, Message};
 pub use bindings::{Request, Response};
 pub use engine::Runtime;
 use host::Host;
@@ -59,6 +62,7 @@ pub enum Role {
     Handler,
     Filter,
     Authorizer,
+    WebSocket,
 }
 
 impl Role {
@@ -67,6 +71,7 @@ impl Role {
             Role::Handler => "handler",
             Role::Filter => "filter",
             Role::Authorizer => "authorizer",
+            Role::WebSocket => "websocket",
         }
     }
 
@@ -77,18 +82,23 @@ impl Role {
             Role::Handler => &[HANDLE],
             Role::Filter => &[ON_REQUEST, ON_RESPONSE],
             Role::Authorizer => &[AUTHORIZE],
+            Role::WebSocket => &[ON_CONNECT, ON_MESSAGE, ON_DISCONNECT],
         }
     }
 
     /// The roles a component with these exports can play. A standard `wasi:http/proxy`
     /// component (exporting `wasi:http/incoming-handler@0.2.x`) can be a handler too.
     pub fn of(exports: &[String]) -> Vec<Role> {
-        [Role::Handler, Role::Filter, Role::Authorizer]
-            .into_iter()
-            .filter(|role| {
-                role.exported(exports) || (*role == Role::Handler && wasi_http::exported(exports))
-            })
-            .collect()
+        let wasi_http = wasi_http::exported(exports);
+        [
+            Role::Handler,
+            Role::Filter,
+            Role::Authorizer,
+            Role::WebSocket,
+        ]
+        .into_iter()
+        .filter(|role| role.exported(exports) || (*role == Role::Handler && wasi_http))
+        .collect()
     }
 
     /// Whether the role's `weir:plugin` functions are all among `exports`.
@@ -266,6 +276,11 @@ fn roles_of(config: &Config, index: usize) -> Vec<Role> {
         if route.filters.iter().any(|use_| use_.plugin == index) {
             add(Role::Filter);
         }
+        if let Integration::WebSocket(api) = &route.integration
+            && crate::websocket::api::plugins_of(api).any(|plugin| plugin == index)
+        {
+            add(Role::WebSocket);
+        }
     }
     for authorizer in &config.access.authorizers {
         if let AuthorizerKind::Plugin(plugin) = &authorizer.kind
@@ -291,6 +306,7 @@ pub struct Plugin {
     proxy: Option<ProxyPre<Host>>,
     filter: Option<FilterPre<Host>>,
     authorizer: Option<AuthorizerPre<Host>>,
+    websocket: Option<WebsocketPre<Host>>,
     permits: Arc<Semaphore>,
     /// Bytes of the component file, and where its compiled form came from.
     size: u64,
@@ -373,6 +389,11 @@ impl Plugin {
             .then(|| AuthorizerPre::new(pre.clone()))
             .transpose()
             .map_err(link)?;
+        let websocket = playable
+            .contains(&Role::WebSocket)
+            .then(|| WebsocketPre::new(pre.clone()))
+            .transpose()
+            .map_err(link)?;
         tracing::info!(
             plugin = spec.name,
             path,
@@ -390,6 +411,7 @@ impl Plugin {
             proxy,
             filter,
             authorizer,
+            websocket,
             permits: Arc::new(Semaphore::new(spec.limits.concurrency)),
             size: bytes.len() as u64,
             compiled: cached,
@@ -506,6 +528,76 @@ impl Plugin {
         call.run(Export::Authorize, async |store| {
             let instance = pre.instantiate_async(&mut *store).await?;
             instance.call_authorize(&mut *store, &request).await
+        })
+        .await
+    }
+
+    /// The `websocket` role on a handshake (`$connect`): `on-connect(info)`, in a fresh
+    /// instance whose `connections` reach `registry`.
+    pub async fn on_connect(
+        self: &Arc<Self>,
+        call: CallInfo,
+        registry: Arc<crate::websocket::api::Connections>,
+        info: ConnectionInfo,
+    ) -> Result<ConnectOutcome, PluginError> {
+        let Some(pre) = &self.websocket else {
+            return Err(PluginError::Instantiate(
+                "no `on-connect` export".to_owned(),
+            ));
+        };
+        let mut call = self.start(call, Export::OnConnect)?;
+        call.store.data_mut().connections = Some(registry);
+        call.run(Export::OnConnect, async |store| {
+            let instance = pre.instantiate_async(&mut *store).await?;
+            instance.call_on_connect(&mut *store, &info).await
+        })
+        .await
+    }
+
+    /// The `websocket` role on a message: `on-message(info, route-key, message)` in a
+    /// fresh instance; what it returns is the reply to the client.
+    pub async fn on_message(
+        self: &Arc<Self>,
+        call: CallInfo,
+        registry: Arc<crate::websocket::api::Connections>,
+        info: ConnectionInfo,
+        route_key: &str,
+        message: Message,
+    ) -> Result<Option<Message>, PluginError> {
+        let Some(pre) = &self.websocket else {
+            return Err(PluginError::Instantiate(
+                "no `on-message` export".to_owned(),
+            ));
+        };
+        let mut call = self.start(call, Export::OnMessage)?;
+        call.store.data_mut().connections = Some(registry);
+        call.run(Export::OnMessage, async |store| {
+            let instance = pre.instantiate_async(&mut *store).await?;
+            instance
+                .call_on_message(&mut *store, &info, route_key, &message)
+                .await
+        })
+        .await
+    }
+
+    /// The `websocket` role once a connection closed (`$disconnect`): `on-disconnect(info)`
+    /// in a fresh instance.
+    pub async fn on_disconnect(
+        self: &Arc<Self>,
+        call: CallInfo,
+        registry: Arc<crate::websocket::api::Connections>,
+        info: ConnectionInfo,
+    ) -> Result<(), PluginError> {
+        let Some(pre) = &self.websocket else {
+            return Err(PluginError::Instantiate(
+                "no `on-disconnect` export".to_owned(),
+            ));
+        };
+        let mut call = self.start(call, Export::OnDisconnect)?;
+        call.store.data_mut().connections = Some(registry);
+        call.run(Export::OnDisconnect, async |store| {
+            let instance = pre.instantiate_async(&mut *store).await?;
+            instance.call_on_disconnect(&mut *store, &info).await
         })
         .await
     }

@@ -53,14 +53,23 @@ pub enum Export {
     OnRequest,
     OnResponse,
     Authorize,
+    OnConnect,
+    OnMessage,
+    OnDisconnect,
 }
 
+/// How many [`Export`]s there are.
+const EXPORTS: usize = 7;
+
 impl Export {
-    pub const ALL: [Export; 4] = [
+    pub const ALL: [Export; EXPORTS] = [
         Export::Handle,
         Export::OnRequest,
         Export::OnResponse,
         Export::Authorize,
+        Export::OnConnect,
+        Export::OnMessage,
+        Export::OnDisconnect,
     ];
 
     /// The exports a role calls (a `wasi:http` handler's `handle` included).
@@ -69,6 +78,7 @@ impl Export {
             Role::Handler => &[Export::Handle],
             Role::Filter => &[Export::OnRequest, Export::OnResponse],
             Role::Authorizer => &[Export::Authorize],
+            Role::WebSocket => &[Export::OnConnect, Export::OnMessage, Export::OnDisconnect],
         }
     }
 
@@ -79,6 +89,9 @@ impl Export {
             Export::OnRequest => exports::ON_REQUEST,
             Export::OnResponse => exports::ON_RESPONSE,
             Export::Authorize => exports::AUTHORIZE,
+            Export::OnConnect => exports::ON_CONNECT,
+            Export::OnMessage => exports::ON_MESSAGE,
+            Export::OnDisconnect => exports::ON_DISCONNECT,
         }
     }
 }
@@ -116,10 +129,10 @@ struct CallTimes {
 #[derive(Debug)]
 pub struct PluginStats {
     /// The exports the component has, of [`Export::ALL`] (by the roles it can play).
-    exports: [bool; 4],
-    calls: [AtomicU64; 4],
+    exports: [bool; EXPORTS],
+    calls: [AtomicU64; EXPORTS],
     failures: [AtomicU64; FAILURE_KINDS.len()],
-    times: [CallTimes; 4],
+    times: [CallTimes; EXPORTS],
 }
 
 impl PluginStats {
@@ -155,6 +168,12 @@ impl PluginStats {
         times.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
     }
 
+    /// Counts a failure the caller found after the call returned: the host refused its
+    /// output ([`PluginError::BadOutput`]). The call itself was counted by [`ran`](Self::ran).
+    pub fn output_refused(&self, error: &PluginError) {
+        self.failures[failure_slot(error)].fetch_add(1, Ordering::Relaxed);
+    }
+
     /// All calls so far, failed ones included.
     pub fn calls(&self) -> u64 {
         self.calls.iter().map(|c| c.load(Ordering::Relaxed)).sum()
@@ -187,10 +206,10 @@ impl PluginStats {
 /// [`PluginStats`] at one moment.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct StatsSnapshot {
-    exports: [bool; 4],
-    calls: [u64; 4],
+    exports: [bool; EXPORTS],
+    calls: [u64; EXPORTS],
     failures: [u64; FAILURE_KINDS.len()],
-    times: [TimesSnapshot; 4],
+    times: [TimesSnapshot; EXPORTS],
 }
 
 /// One export's call times at one moment.
@@ -284,6 +303,9 @@ mod tests {
                 (Export::OnRequest, true, 2),
                 (Export::OnResponse, true, 1),
                 (Export::Authorize, false, 0),
+                (Export::OnConnect, false, 0),
+                (Export::OnMessage, false, 0),
+                (Export::OnDisconnect, false, 0),
             ]
         );
         let failures: Vec<_> = snapshot.failures().filter(|(_, n)| *n > 0).collect();

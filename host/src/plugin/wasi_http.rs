@@ -39,7 +39,7 @@ use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
 use super::host::Host;
-use super::stats::Export;
+use super::stats::{Export, PluginStats};
 use super::{Call, PluginError, convert};
 use crate::body::{Body, BodyTooLarge, BoxError};
 
@@ -125,6 +125,7 @@ pub(super) async fn handle(
     tls: bool,
 ) -> Result<http::Response<Body>, PluginError> {
     let plugin = call.plugin.name().clone();
+    let stats = call.plugin.stats().clone();
     let request = incoming(request, path, tls);
     let scheme = if tls { Scheme::Https } else { Scheme::Http };
     let (head_tx, head_rx) = oneshot::channel();
@@ -156,26 +157,52 @@ pub(super) async fn handle(
         let _ = done_tx.send(outcome);
         drop(call);
     });
+    // What is refused here, outside `Call::run`, is counted here.
+    let refused = |error: PluginError| {
+        stats.output_refused(&error);
+        error
+    };
     let head = match head_rx.await {
         Ok(Ok(head)) => head,
         Ok(Err(code)) => {
-            return Err(PluginError::BadOutput(format!(
+            return Err(refused(PluginError::BadOutput(format!(
                 "answered with the wasi:http error {code:?}"
-            )));
+            ))));
         }
         // The response-outparam was dropped unset: the call failed, or returned without
         // answering.
         Err(_) => {
             return Err(match done_rx.await {
                 Ok(Err(error)) => error,
-                Ok(Ok(())) => {
-                    PluginError::BadOutput("returned without setting a response".to_owned())
-                }
-                Err(_) => PluginError::Trap("the call ended without an outcome".to_owned()),
+                Ok(Ok(())) => refused(PluginError::BadOutput(
+                    "returned without setting a response".to_owned(),
+                )),
+                Err(_) => refused(PluginError::Trap(
+                    "the call ended without an outcome".to_owned(),
+                )),
             });
         }
     };
-    let (mut parts, body) = head.into_parts();
+    let (parts, body) = head.into_parts();
+    let parts = response_head(parts).map_err(refused)?;
+    let body = GuestBody {
+        inner: Some(body),
+        outcome: Some(done_rx),
+        remaining: MAX_RESPONSE_BODY_BYTES,
+        stats,
+        plugin,
+        request_id,
+    };
+    Ok(http::Response::from_parts(
+        parts,
+        Body::Boxed(body.boxed_unsync()),
+    ))
+}
+
+/// The checks on the guest's response head (as for any handler: status 100–599, at most
+/// [`convert::MAX_RESPONSE_HEADERS`] fields, hop-by-hop fields dropped), and a declared
+/// length within [`MAX_RESPONSE_BODY_BYTES`].
+fn response_head(mut parts: http::response::Parts) -> Result<http::response::Parts, PluginError> {
     if !convert::STATUS_RANGE.contains(&parts.status.as_u16()) {
         return Err(PluginError::BadOutput(format!("status {}", parts.status)));
     }
@@ -197,17 +224,7 @@ pub(super) async fn handle(
             "content-length over {MAX_RESPONSE_BODY_BYTES} bytes"
         )));
     }
-    let body = GuestBody {
-        inner: Some(body),
-        outcome: Some(done_rx),
-        remaining: MAX_RESPONSE_BODY_BYTES,
-        plugin,
-        request_id,
-    };
-    Ok(http::Response::from_parts(
-        parts,
-        Body::Boxed(body.boxed_unsync()),
-    ))
+    Ok(parts)
 }
 
 /// The response body of a `wasi:http` handler: what the guest writes, capped, ending
@@ -220,11 +237,19 @@ struct GuestBody {
     outcome: Option<oneshot::Receiver<Result<(), PluginError>>>,
     /// Bytes the body may still carry.
     remaining: u64,
+    /// Where failures found here (not by `Call::run`) are counted.
+    stats: Arc<PluginStats>,
     plugin: Arc<str>,
     request_id: Arc<str>,
 }
 
 impl GuestBody {
+    /// Ends the body with a failure found here (the guest's output refused), counted.
+    fn refuse(&mut self, error: PluginError) -> BoxError {
+        self.stats.output_refused(&error);
+        self.fail(error)
+    }
+
     /// Ends the body with `error`, logged with the plugin and request id (the client
     /// sees a cut response; the head is already gone).
     fn fail(&mut self, error: PluginError) -> BoxError {
@@ -261,7 +286,7 @@ impl http_body::Body for GuestBody {
                         let error = PluginError::BadOutput(format!(
                             "response body over {MAX_RESPONSE_BODY_BYTES} bytes"
                         ));
-                        return Poll::Ready(Some(Err(this.fail(error))));
+                        return Poll::Ready(Some(Err(this.refuse(error))));
                     }
                     this.remaining -= len;
                 }
@@ -270,7 +295,7 @@ impl http_body::Body for GuestBody {
             // The guest's `finish` failed (fewer or more bytes than its `content-length`).
             Some(Err(error)) => {
                 let error = PluginError::BadOutput(format!("response body: {error}"));
-                Poll::Ready(Some(Err(this.fail(error))))
+                Poll::Ready(Some(Err(this.refuse(error))))
             }
             // The guest finished the body, dropped it, or its store is gone: complete
             // unless the call is known to have failed.
@@ -281,7 +306,7 @@ impl http_body::Body for GuestBody {
                     Some(Ok(Err(error))) => Poll::Ready(Some(Err(this.fail(error)))),
                     Some(Err(oneshot::error::TryRecvError::Closed)) => {
                         let error = PluginError::Trap("the call ended without an outcome".into());
-                        Poll::Ready(Some(Err(this.fail(error))))
+                        Poll::Ready(Some(Err(this.refuse(error))))
                     }
                     _ => Poll::Ready(None),
                 }
@@ -329,6 +354,7 @@ mod tests {
             inner: Some(inner),
             outcome: Some(done_rx),
             remaining,
+            stats: Arc::new(PluginStats::new(&[])),
             plugin: Arc::from("p"),
             request_id: Arc::from("r"),
         };
@@ -373,9 +399,47 @@ mod tests {
     async fn a_body_past_its_cap_is_cut() {
         let (body, done) = body(chunks(&["1234", "5678"]), 6);
         done.send(Ok(())).expect("send");
+        let stats = body.stats.clone();
         let error = body.collect().await.expect_err("cut");
         let error = error.downcast::<PluginError>().expect("plugin error");
         assert!(matches!(*error, PluginError::BadOutput(_)));
+        assert_eq!(stats.failures(), 1, "counted as refused output");
+    }
+
+    fn head(status: u16, headers: &[(&str, &str)]) -> http::response::Parts {
+        let mut response = http::Response::new(());
+        *response.status_mut() = http::StatusCode::from_u16(status).expect("status");
+        for (name, value) in headers {
+            let name = http::HeaderName::from_bytes(name.as_bytes()).expect("name");
+            let value = http::HeaderValue::from_str(value).expect("value");
+            response.headers_mut().append(name, value);
+        }
+        response.into_parts().0
+    }
+
+    #[test]
+    fn response_heads_are_checked_as_any_handler_s() {
+        let ok =
+            response_head(head(201, &[("x-a", "1"), ("connection", "x-a, close")])).expect("valid");
+        assert_eq!(ok.status, 201);
+        assert!(
+            ok.headers.is_empty(),
+            "hop-by-hop fields go: {:?}",
+            ok.headers
+        );
+
+        let many: Vec<(String, String)> = (0..=convert::MAX_RESPONSE_HEADERS)
+            .map(|i| (format!("x-{i}"), "v".to_owned()))
+            .collect();
+        let many: Vec<(&str, &str)> = many.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+        let too_long = (MAX_RESPONSE_BODY_BYTES + 1).to_string();
+        for bad in [
+            head(600, &[]),
+            head(200, &many),
+            head(200, &[("content-length", too_long.as_str())]),
+        ] {
+            assert!(matches!(response_head(bad), Err(PluginError::BadOutput(_))));
+        }
     }
 
     #[test]

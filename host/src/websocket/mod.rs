@@ -28,6 +28,7 @@
 //! frame it ever writes itself is a Close (1001, when it ends a tunnel), and only between
 //! two frames.
 
+pub mod api;
 mod frame;
 mod tunnel;
 
@@ -122,6 +123,33 @@ impl Handshake {
             target,
         });
         Ok(Response::from_parts(parts, Body::Empty))
+    }
+}
+
+/// What a `101` leaves for the transport to run once hyper has handed the connection
+/// over: a proxied [`Tunnel`] or a WebSocket API's [`api::Session`].
+#[derive(Debug)]
+pub enum Switched {
+    Tunnel(Tunnel),
+    Api(api::Session),
+}
+
+impl Switched {
+    /// Takes what `response` carries, if anything.
+    pub fn take<B>(response: &mut Response<B>) -> Option<Switched> {
+        let extensions = response.extensions_mut();
+        if let Some(tunnel) = extensions.remove::<Tunnel>() {
+            return Some(Switched::Tunnel(tunnel));
+        }
+        extensions.remove::<api::Session>().map(Switched::Api)
+    }
+
+    /// Runs it until the connection ends or `shutdown` completes.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) {
+        match self {
+            Switched::Tunnel(tunnel) => tunnel.run(shutdown).await,
+            Switched::Api(session) => session.run(shutdown).await,
+        }
     }
 }
 
