@@ -21,6 +21,12 @@
 //! counted since the last scrape. A reload keeps an unchanged plugin (and its counters);
 //! a replaced plugin or authorizer is read once more, and for as long as requests of the
 //! old config still hold it, before it is forgotten.
+//!
+//! WebSockets: the connections of WebSocket API routes count into their route's
+//! [`Counters`] in the connection registry (opened, messages each way, closes by reason),
+//! folded in at scrape time the same way. Proxied tunnels count straight into their
+//! route's [`TunnelMetrics`] (resolved on the route's first tunnel): a tunnel opening and
+//! closing is a few atomic operations, and its bytes are added when it closes.
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
@@ -42,6 +48,8 @@ use crate::pipeline::Gateway;
 use crate::plugin::Plugins;
 use crate::plugin::stats::{self, PluginStats, TimesSnapshot};
 use crate::state::{OnStateError, State, StateStats, StatsSnapshot, Use};
+use crate::websocket::api::Connections;
+use crate::websocket::api::registry::{CloseReason, Counters};
 
 /// Upper bounds (seconds) of the latency histograms' buckets.
 pub const LATENCY_BUCKETS_SECONDS: [f64; 15] = [
@@ -181,6 +189,42 @@ struct PluginReasonLabels {
 struct AuthorizerCacheLabels {
     authorizer: String,
     result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteDirectionLabels {
+    route: String,
+    direction: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteReasonLabels {
+    route: String,
+    reason: &'static str,
+}
+
+/// The `reason` label of `weir_websocket_tunnel_closes_total`.
+pub const TUNNEL_ENDS: [&str; 5] = [
+    "closed",
+    "error",
+    "idle_timeout",
+    "max_duration",
+    "shutdown",
+];
+
+/// What the metrics last read from a WebSocket API route's [`Counters`]: opened, messages
+/// in, messages out, then closes in [`CloseReason::ALL`] order.
+type WsSnapshot = [u64; 3 + CloseReason::ALL.len()];
+
+fn ws_snapshot(counters: &Counters) -> WsSnapshot {
+    let mut snapshot = [0; 3 + CloseReason::ALL.len()];
+    snapshot[0] = counters.opened.load(Ordering::Relaxed);
+    snapshot[1] = counters.messages_in.load(Ordering::Relaxed);
+    snapshot[2] = counters.messages_out.load(Ordering::Relaxed);
+    for (n, c) in snapshot[3..].iter_mut().zip(&counters.closes) {
+        *n = c.load(Ordering::Relaxed);
+    }
+    snapshot
 }
 
 /// The values of the `backend` label of `weir_state_backend_up`.
@@ -330,6 +374,16 @@ pub struct Metrics {
     plugin_time: Family<PluginExportLabels, CallTimeHistogram>,
     plugin_in_flight: Family<PluginOnly, Gauge>,
     authorizer_cache: Family<AuthorizerCacheLabels, Counter>,
+    ws_open: Family<RouteOnly, Gauge>,
+    ws_connections: Family<RouteOnly, Counter>,
+    ws_messages: Family<RouteDirectionLabels, Counter>,
+    ws_closes: Family<RouteReasonLabels, Counter>,
+    tunnels_open: Family<RouteOnly, Gauge>,
+    tunnels: Family<RouteOnly, Counter>,
+    tunnel_closes: Family<RouteReasonLabels, Counter>,
+    tunnel_bytes: Family<RouteDirectionLabels, Counter>,
+    /// The WebSocket API routes' counters folded in last.
+    ws_seen: Mutex<Vec<Seen<Counters, WsSnapshot>>>,
     /// The state whose counters were folded in last, and their values then.
     state_seen: Mutex<StateSeen>,
     /// The plugins and plugin authorizers whose counters were folded in last.
@@ -520,6 +574,58 @@ impl Metrics {
              result (hit, miss: the plugin was called)",
             authorizer_cache.clone(),
         );
+        let ws_open = Family::<RouteOnly, Gauge>::default();
+        registry.register(
+            "websocket_open_connections",
+            "Connections of WebSocket API routes open now, by route",
+            ws_open.clone(),
+        );
+        let ws_connections = Family::<RouteOnly, Counter>::default();
+        registry.register(
+            "websocket_connections",
+            "Connections accepted by WebSocket API routes, by route",
+            ws_connections.clone(),
+        );
+        let ws_messages = Family::<RouteDirectionLabels, Counter>::default();
+        registry.register(
+            "websocket_messages",
+            "Messages of WebSocket API routes, by route and direction (in: from clients; \
+             out: to clients, replies and connections API sends)",
+            ws_messages.clone(),
+        );
+        let ws_closes = Family::<RouteReasonLabels, Counter>::default();
+        registry.register(
+            "websocket_closes",
+            "Connections of WebSocket API routes ended, by route and reason (client, api, \
+             idle_timeout, max_duration, too_large, rate_limited, error, shutdown)",
+            ws_closes.clone(),
+        );
+        let tunnels_open = Family::<RouteOnly, Gauge>::default();
+        registry.register(
+            "websocket_open_tunnels",
+            "Proxied WebSocket connections (tunnels) open now, by route",
+            tunnels_open.clone(),
+        );
+        let tunnels = Family::<RouteOnly, Counter>::default();
+        registry.register(
+            "websocket_tunnels",
+            "Proxied WebSocket connections (tunnels) opened, by route",
+            tunnels.clone(),
+        );
+        let tunnel_closes = Family::<RouteReasonLabels, Counter>::default();
+        registry.register(
+            "websocket_tunnel_closes",
+            "Proxied WebSocket tunnels ended, by route and reason (closed, error, \
+             idle_timeout, max_duration, shutdown)",
+            tunnel_closes.clone(),
+        );
+        let tunnel_bytes = Family::<RouteDirectionLabels, Counter>::default();
+        registry.register(
+            "websocket_tunnel_bytes",
+            "Bytes through proxied WebSocket tunnels, by route and direction (in: from \
+             clients; out: from upstreams to clients), counted when the tunnel ends",
+            tunnel_bytes.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -547,6 +653,15 @@ impl Metrics {
             plugin_time,
             plugin_in_flight,
             authorizer_cache,
+            ws_open,
+            ws_connections,
+            ws_messages,
+            ws_closes,
+            tunnels_open,
+            tunnels,
+            tunnel_closes,
+            tunnel_bytes,
+            ws_seen: Mutex::new(Vec::new()),
             state_seen: Mutex::new(StateSeen::default()),
             plugins_seen: Mutex::new(Vec::new()),
             authorizers_seen: Mutex::new(Vec::new()),
@@ -570,7 +685,52 @@ impl Metrics {
         self.observe_state(gateway.state());
         self.observe_plugins(gateway.plugins());
         self.observe_authorizers(gateway.authorizers());
+        self.observe_websocket_apis(gateway.connections());
         self.encode()
+    }
+
+    /// Folds what the WebSocket API routes counted since the last call into the
+    /// `weir_websocket_*` counters, and sets the open-connection gauges.
+    pub fn observe_websocket_apis(&self, connections: &Connections) {
+        let all = connections.all_counters();
+        let live: Vec<(&str, &Arc<Counters>)> = all.iter().map(|(r, c)| (&**r, c)).collect();
+        let mut seen = self.ws_seen.lock().unwrap_or_else(PoisonError::into_inner);
+        let gone = fold(&mut seen, &live, ws_snapshot, |route, now, before| {
+            let d = |i: usize| now[i].saturating_sub(before[i]);
+            let route_only = RouteOnly {
+                route: route.to_owned(),
+            };
+            self.ws_connections.get_or_create(&route_only).inc_by(d(0));
+            for (i, direction) in [(1, "in"), (2, "out")] {
+                self.ws_messages
+                    .get_or_create(&RouteDirectionLabels {
+                        route: route.to_owned(),
+                        direction,
+                    })
+                    .inc_by(d(i));
+            }
+            for (i, reason) in CloseReason::ALL.iter().enumerate() {
+                self.ws_closes
+                    .get_or_create(&RouteReasonLabels {
+                        route: route.to_owned(),
+                        reason: reason.as_str(),
+                    })
+                    .inc_by(d(3 + i));
+            }
+        });
+        for (route, counters) in &all {
+            let open = i64::try_from(counters.open()).unwrap_or(i64::MAX);
+            self.ws_open
+                .get_or_create(&RouteOnly {
+                    route: route.clone(),
+                })
+                .set(open);
+        }
+        for route in gone {
+            self.ws_open.remove(&RouteOnly {
+                route: route.to_string(),
+            });
+        }
     }
 
     /// Folds what the plugins counted since the last call into the counters and the
@@ -783,6 +943,7 @@ impl Metrics {
             total: phase("total"),
             upstream: phase("upstream"),
             requests: std::array::from_fn(|_| OnceLock::new()),
+            tunnel: OnceLock::new(),
             metrics: self.clone(),
         }
     }
@@ -835,6 +996,62 @@ impl Metrics {
     pub fn access_log_dropped(&self) -> &Counter {
         &self.access_log_dropped
     }
+
+    /// The handles of the proxied WebSocket tunnels of route `route`.
+    fn tunnel(&self, route: &str) -> TunnelMetrics {
+        let route_only = RouteOnly {
+            route: route.to_owned(),
+        };
+        let direction = |direction| {
+            self.tunnel_bytes
+                .get_or_create_owned(&RouteDirectionLabels {
+                    route: route.to_owned(),
+                    direction,
+                })
+        };
+        TunnelMetrics {
+            opened: self.tunnels.get_or_create_owned(&route_only),
+            open: self.tunnels_open.get_or_create_owned(&route_only),
+            closes: TUNNEL_ENDS.map(|reason| {
+                self.tunnel_closes.get_or_create_owned(&RouteReasonLabels {
+                    route: route.to_owned(),
+                    reason,
+                })
+            }),
+            bytes_in: direction("in"),
+            bytes_out: direction("out"),
+        }
+    }
+}
+
+/// The metric handles of one route's proxied WebSocket tunnels.
+#[derive(Debug)]
+pub struct TunnelMetrics {
+    opened: Counter,
+    open: Gauge,
+    closes: [Counter; TUNNEL_ENDS.len()],
+    bytes_in: Counter,
+    bytes_out: Counter,
+}
+
+impl TunnelMetrics {
+    /// A tunnel began (both sides switched protocols).
+    pub fn opened(&self) {
+        self.opened.inc();
+        self.open.inc();
+    }
+
+    /// A tunnel ended, for `reason` (one of [`TUNNEL_ENDS`]), after `bytes_in` bytes from
+    /// the client and `bytes_out` from the upstream.
+    pub fn closed(&self, reason: &str, bytes_in: u64, bytes_out: u64) {
+        self.open.dec();
+        let slot = TUNNEL_ENDS.iter().position(|r| *r == reason).unwrap_or(0);
+        if let Some(closes) = self.closes.get(slot) {
+            closes.inc();
+        }
+        self.bytes_in.inc_by(bytes_in);
+        self.bytes_out.inc_by(bytes_out);
+    }
 }
 
 /// One route's metric handles.
@@ -843,6 +1060,7 @@ pub struct RouteMetrics {
     total: Histogram,
     upstream: Histogram,
     requests: [OnceLock<Counter>; METHOD_SLOTS * STATUS_CLASSES],
+    tunnel: OnceLock<Arc<TunnelMetrics>>,
     metrics: Arc<Metrics>,
 }
 
@@ -875,6 +1093,13 @@ impl RouteMetrics {
             .inc();
         }
         self.total.observe(total.as_secs_f64());
+    }
+
+    /// The handles of this route's proxied WebSocket tunnels (resolved on first use).
+    pub fn tunnel(&self) -> Arc<TunnelMetrics> {
+        self.tunnel
+            .get_or_init(|| Arc::new(self.metrics.tunnel(&self.name)))
+            .clone()
     }
 
     /// Records the upstream phase's time.

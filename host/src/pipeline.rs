@@ -954,12 +954,17 @@ impl Gateway {
         if let Some(handshake) = handshake {
             let limits = routed.route.websocket;
             let target = exchange.upstream.target.clone();
+            let metrics = exchange
+                .route
+                .and_then(|i| self.route_metrics.get(i))
+                .map(RouteMetrics::tunnel);
             return handshake.answer(
                 response,
                 limits,
                 upstream.name(),
                 exchange.request_id(),
                 target,
+                metrics,
             );
         }
         headers::strip_hop_by_hop(response.headers_mut());

@@ -1,7 +1,7 @@
 //! Every route file under `examples/` validates, and the quick start serves what its README
 //! promises (with its fixed ports swapped for free ones).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::harness::{TestUpstream, client, weir_bin};
@@ -10,13 +10,20 @@ fn examples_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples")
 }
 
-/// The plugin path the quick start's route file names (built by quickstart.sh).
-const QUICKSTART_HELLO: &str = "../../target/wasm-guests/wasm32-wasip2/release/hello.wasm";
+/// Where the examples' route files find the plugins (`quickstart.sh` builds them there).
+const EXAMPLE_PLUGINS: &str = "../../target/wasm-guests/wasm32-wasip2/release/";
+
+/// The directory the tests built the plugins in (another one under another
+/// `CARGO_TARGET_DIR`).
+fn built_plugins() -> String {
+    let hello = &crate::guests::guests().hello;
+    format!("{}/", hello.parent().expect("plugin dir").display())
+}
 
 #[test]
 fn every_example_route_file_validates() {
     // The examples name plugins where quickstart.sh builds them: the tests build them there.
-    let hello = &crate::guests::guests().hello;
+    let built = built_plugins();
     let mut checked = 0;
     for entry in std::fs::read_dir(examples_dir()).expect("examples dir") {
         let config = entry.expect("entry").path().join("weir.toml");
@@ -27,11 +34,12 @@ fn every_example_route_file_validates() {
         let text = std::fs::read_to_string(&config).expect("read example");
         // Under another CARGO_TARGET_DIR the plugins are elsewhere: validate a copy (beside
         // the original, so its other relative paths still resolve) that names them there.
-        let elsewhere = text.contains(QUICKSTART_HELLO)
-            && dir.join(QUICKSTART_HELLO).canonicalize().ok() != hello.canonicalize().ok();
+        let elsewhere = text.contains(EXAMPLE_PLUGINS)
+            && dir.join(EXAMPLE_PLUGINS).canonicalize().ok()
+                != Path::new(&built).canonicalize().ok();
         let checked_file = if elsewhere {
             let copy = dir.join(format!(".validate-{}.toml", std::process::id()));
-            let text = text.replace(QUICKSTART_HELLO, &hello.display().to_string());
+            let text = text.replace(EXAMPLE_PLUGINS, &built);
             std::fs::write(&copy, text).expect("write copy");
             copy
         } else {
@@ -72,10 +80,7 @@ async fn quickstart_serves_mock_proxied_and_not_found() {
         .replace("127.0.0.1:8080", "127.0.0.1:0")
         .replace("127.0.0.1:9901", "127.0.0.1:0")
         .replace("http://127.0.0.1:9000", &backend.url())
-        .replace(
-            QUICKSTART_HELLO,
-            &crate::guests::guests().hello.display().to_string(),
-        );
+        .replace(EXAMPLE_PLUGINS, &built_plugins());
     let gateway = crate::plugins::start(&text);
     let http = client();
 

@@ -4,6 +4,7 @@
 
 mod guests;
 mod harness;
+mod polyglot_build;
 mod tokens;
 
 mod api_keys;
@@ -18,6 +19,7 @@ mod listener;
 mod ops;
 mod plugin_ops;
 mod plugins;
+mod polyglot;
 mod proxy;
 mod redis;
 mod routing;

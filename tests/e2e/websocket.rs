@@ -640,3 +640,112 @@ mock = {{ status = 200, body = "pong" }}
         .expect("response");
     assert_eq!(response.text().await.expect("body"), "pong");
 }
+
+/// Scrapes the admin `/metrics` until every `(series, value)` holds (or fails after
+/// [`STEP`]); returns the last scrape.
+pub(crate) async fn metrics_until(gateway: &TestGateway, expected: &[(&str, f64)]) -> String {
+    let deadline = Instant::now() + STEP;
+    loop {
+        let text = crate::ops::metrics(gateway).await;
+        let missing: Vec<_> = expected
+            .iter()
+            .filter(|(series, value)| crate::ops::sample(&text, series) != Some(*value))
+            .collect();
+        if missing.is_empty() {
+            return text;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not within {STEP:?}: {missing:?} in {text}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn tunnels_are_counted_in_the_metrics_by_route_and_close_reason() {
+    let backend = WsBackend::start().await;
+    let gateway = TestGateway::start(&format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+admin = "127.0.0.1:0"
+
+[upstreams.chat]
+targets = ["http://{backend}"]
+
+[[routes]]
+name = "chat"
+path = "/chat"
+upstream = "chat"
+websocket_idle_timeout = "1s"
+"#,
+        backend = backend.addr
+    ));
+    let mut ws = connect(&gateway, "/chat", &[]).await.expect("upgrade");
+    ws.send(Message::text("hello")).await.expect("send");
+    assert_eq!(next(&mut ws).await, Some(Message::text("hello")));
+    metrics_until(
+        &gateway,
+        &[
+            (r#"weir_websocket_open_tunnels{route="chat"}"#, 1.0),
+            (r#"weir_websocket_tunnels_total{route="chat"}"#, 1.0),
+            (
+                r#"weir_websocket_tunnel_closes_total{route="chat",reason="closed"}"#,
+                0.0,
+            ),
+            (
+                r#"weir_websocket_tunnel_bytes_total{route="chat",direction="in"}"#,
+                0.0,
+            ),
+        ],
+    )
+    .await;
+
+    // The client closes; the tunnel's bytes are counted as it ends.
+    ws.close(None).await.expect("close");
+    while next(&mut ws).await.is_some() {}
+    let text = metrics_until(
+        &gateway,
+        &[
+            (r#"weir_websocket_open_tunnels{route="chat"}"#, 0.0),
+            (
+                r#"weir_websocket_tunnel_closes_total{route="chat",reason="closed"}"#,
+                1.0,
+            ),
+        ],
+    )
+    .await;
+    // In: the masked "hello" (6 + 5) and the client's Close (6); out: the echo (2 + 5) and
+    // the backend's Close reply (2).
+    let bytes = |direction: &str| {
+        crate::ops::sample(
+            &text,
+            &format!(
+                r#"weir_websocket_tunnel_bytes_total{{route="chat",direction="{direction}"}}"#
+            ),
+        )
+    };
+    assert_eq!(bytes("in"), Some(17.0), "{text}");
+    assert_eq!(bytes("out"), Some(9.0), "{text}");
+
+    // A second tunnel left idle is closed by the gateway: counted by its reason.
+    let mut idle = connect(&gateway, "/chat", &[]).await.expect("upgrade");
+    expect_close(&mut idle, 1001, "idle timeout").await;
+    metrics_until(
+        &gateway,
+        &[
+            (r#"weir_websocket_open_tunnels{route="chat"}"#, 0.0),
+            (r#"weir_websocket_tunnels_total{route="chat"}"#, 2.0),
+            (
+                r#"weir_websocket_tunnel_closes_total{route="chat",reason="idle_timeout"}"#,
+                1.0,
+            ),
+            (
+                r#"weir_websocket_tunnel_closes_total{route="chat",reason="closed"}"#,
+                1.0,
+            ),
+        ],
+    )
+    .await;
+}

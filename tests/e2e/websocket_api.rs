@@ -21,6 +21,7 @@ use tokio_tungstenite::{WebSocketStream, client_async};
 use crate::guests::{guests, sha256_hex};
 use crate::harness::{TestGateway, TestRedis, TestUpstream, client};
 use crate::tokens::{good_claims, hs256};
+use crate::websocket::metrics_until;
 
 /// How long a test waits for one message or close.
 const STEP: Duration = Duration::from_secs(5);
@@ -191,6 +192,27 @@ async fn connections_api_sends_describes_and_closes() {
     let mut ws = connect(&gateway, "/chat?name=ada").await;
     let id = whoami(&mut ws).await;
     let http = client();
+    // The `whoami` question and its answer, counted by the route's metrics.
+    metrics_until(
+        &gateway,
+        &[
+            (r#"weir_websocket_open_connections{route="chat"}"#, 1.0),
+            (r#"weir_websocket_connections_total{route="chat"}"#, 1.0),
+            (
+                r#"weir_websocket_messages_total{route="chat",direction="in"}"#,
+                1.0,
+            ),
+            (
+                r#"weir_websocket_messages_total{route="chat",direction="out"}"#,
+                1.0,
+            ),
+            (
+                r#"weir_websocket_closes_total{route="chat",reason="api"}"#,
+                0.0,
+            ),
+        ],
+    )
+    .await;
 
     let sent = http
         .post(gateway.admin_url(&format!("/connections/{id}")))
@@ -240,6 +262,27 @@ async fn connections_api_sends_describes_and_closes() {
         .await
         .expect("get");
     assert_eq!(after.status(), 410);
+    // The operator's message went out; the connection was closed through the API.
+    metrics_until(
+        &gateway,
+        &[
+            (r#"weir_websocket_open_connections{route="chat"}"#, 0.0),
+            (r#"weir_websocket_connections_total{route="chat"}"#, 1.0),
+            (
+                r#"weir_websocket_messages_total{route="chat",direction="out"}"#,
+                2.0,
+            ),
+            (
+                r#"weir_websocket_closes_total{route="chat",reason="api"}"#,
+                1.0,
+            ),
+            (
+                r#"weir_websocket_closes_total{route="chat",reason="client"}"#,
+                0.0,
+            ),
+        ],
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -248,6 +291,7 @@ async fn size_rate_and_idle_limits_close_with_their_codes() {
         r#"
 [server]
 listen = "127.0.0.1:0"
+admin = "127.0.0.1:0"
 
 {plugin}
 
@@ -308,6 +352,32 @@ websocket = {{ default = "chat", idle_timeout = "500ms" }}
     let started = std::time::Instant::now();
     assert_eq!(closed_with(&mut ws).await.0, 1001);
     assert!(started.elapsed() >= Duration::from_millis(450));
+
+    // Each close is counted by its route and reason.
+    metrics_until(
+        &gateway,
+        &[
+            (
+                r#"weir_websocket_closes_total{route="/small",reason="too_large"}"#,
+                2.0,
+            ),
+            (
+                r#"weir_websocket_closes_total{route="/slow",reason="rate_limited"}"#,
+                1.0,
+            ),
+            (
+                r#"weir_websocket_closes_total{route="/idle",reason="idle_timeout"}"#,
+                1.0,
+            ),
+            (r#"weir_websocket_open_connections{route="/small"}"#, 0.0),
+            (r#"weir_websocket_connections_total{route="/small"}"#, 2.0),
+            (
+                r#"weir_websocket_messages_total{route="/small",direction="in"}"#,
+                1.0,
+            ),
+        ],
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -18,73 +18,55 @@ pub mod imports {
     });
 }
 
-/// The `handler` world: `handle(request) -> response`.
-pub mod handler {
-    wasmtime::component::bindgen!({
-        path: "../wit",
-        world: "weir:plugin/handler",
-        with: {
-            "weir:plugin/types": super::imports::weir::plugin::types,
-            "weir:plugin/log": super::imports::weir::plugin::log,
-            "weir:plugin/config": super::imports::weir::plugin::config,
-            "weir:plugin/kv": super::imports::weir::plugin::kv,
-            "weir:plugin/outbound": super::imports::weir::plugin::outbound,
-        },
-        exports: { default: async },
-    });
+/// Bindings of one role's world, its shared interfaces mapped onto [`imports`]'s
+/// (`$extra` adds the world's own `bindgen!` options).
+macro_rules! role_world {
+    ($(#[$doc:meta])* $module:ident, $world:literal $(, $($extra:tt)*)?) => {
+        $(#[$doc])*
+        pub mod $module {
+            wasmtime::component::bindgen!({
+                path: "../wit",
+                world: $world,
+                with: {
+                    "weir:plugin/types": super::imports::weir::plugin::types,
+                    "weir:plugin/log": super::imports::weir::plugin::log,
+                    "weir:plugin/config": super::imports::weir::plugin::config,
+                    "weir:plugin/kv": super::imports::weir::plugin::kv,
+                    "weir:plugin/outbound": super::imports::weir::plugin::outbound,
+                },
+                exports: { default: async },
+                $($($extra)*)?
+            });
+        }
+    };
 }
 
-/// The `filter` world: `on-request` and `on-response`, in one instance per request.
-pub mod filter {
-    wasmtime::component::bindgen!({
-        path: "../wit",
-        world: "weir:plugin/filter",
-        with: {
-            "weir:plugin/types": super::imports::weir::plugin::types,
-            "weir:plugin/log": super::imports::weir::plugin::log,
-            "weir:plugin/config": super::imports::weir::plugin::config,
-            "weir:plugin/kv": super::imports::weir::plugin::kv,
-            "weir:plugin/outbound": super::imports::weir::plugin::outbound,
-        },
-        exports: { default: async },
-    });
-}
+role_world!(
+    /// The `handler` world: `handle(request) -> response`.
+    handler,
+    "weir:plugin/handler"
+);
 
-/// The `authorizer` world: `authorize(request) -> decision`.
-pub mod authorizer {
-    wasmtime::component::bindgen!({
-        path: "../wit",
-        world: "weir:plugin/authorizer",
-        with: {
-            "weir:plugin/types": super::imports::weir::plugin::types,
-            "weir:plugin/log": super::imports::weir::plugin::log,
-            "weir:plugin/config": super::imports::weir::plugin::config,
-            "weir:plugin/kv": super::imports::weir::plugin::kv,
-            "weir:plugin/outbound": super::imports::weir::plugin::outbound,
-        },
-        exports: { default: async },
-    });
-}
+role_world!(
+    /// The `filter` world: `on-request` and `on-response`, in one instance per request.
+    filter,
+    "weir:plugin/filter"
+);
 
-/// The `websocket` world: `on-connect`, `on-message`, `on-disconnect` of a WebSocket API,
-/// and the `connections` interface it imports (generated here: no other world has it).
-pub mod websocket {
-    wasmtime::component::bindgen!({
-        path: "../wit",
-        world: "weir:plugin/websocket",
-        with: {
-            "weir:plugin/types": super::imports::weir::plugin::types,
-            "weir:plugin/log": super::imports::weir::plugin::log,
-            "weir:plugin/config": super::imports::weir::plugin::config,
-            "weir:plugin/kv": super::imports::weir::plugin::kv,
-            "weir:plugin/outbound": super::imports::weir::plugin::outbound,
-        },
-        imports: {
-            "weir:plugin/connections": async,
-        },
-        exports: { default: async },
-    });
-}
+role_world!(
+    /// The `authorizer` world: `authorize(request) -> decision`.
+    authorizer,
+    "weir:plugin/authorizer"
+);
+
+role_world!(
+    /// The `websocket` world: `on-connect`, `on-message`, `on-disconnect` of a WebSocket
+    /// API, and the `connections` interface it imports (generated here: no other world
+    /// has it).
+    websocket,
+    "weir:plugin/websocket",
+    imports: { "weir:plugin/connections": async },
+);
 
 pub use imports::weir::plugin::types::{AuthContext, Request, Response, TlsIdentity};
 

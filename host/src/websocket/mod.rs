@@ -45,6 +45,7 @@ use crate::body::Body;
 use crate::config::WebSocketProxy;
 use crate::error::GatewayError;
 use crate::headers;
+use crate::metrics::TunnelMetrics;
 
 /// Whether `request` is a WebSocket handshake the gateway can pass through (what
 /// [`Handshake::take`] takes), without taking it: for phases that must leave handshakes
@@ -90,6 +91,7 @@ impl Handshake {
         upstream: &str,
         request_id: &HeaderValue,
         target: Option<Arc<str>>,
+        metrics: Option<Arc<TunnelMetrics>>,
     ) -> Result<Response<Body>, GatewayError> {
         if response.status() != StatusCode::SWITCHING_PROTOCOLS {
             headers::strip_hop_by_hop(response.headers_mut());
@@ -121,6 +123,7 @@ impl Handshake {
             limits,
             request_id: request_id.clone(),
             target,
+            metrics,
         });
         Ok(Response::from_parts(parts, Body::Empty))
     }
@@ -163,6 +166,8 @@ pub struct Tunnel {
     request_id: HeaderValue,
     /// The upstream target, for the log.
     target: Option<Arc<str>>,
+    /// The route's tunnel metrics.
+    metrics: Option<Arc<TunnelMetrics>>,
 }
 
 impl std::fmt::Debug for Tunnel {
@@ -190,6 +195,9 @@ impl Tunnel {
             }
         };
         let started = Instant::now();
+        if let Some(metrics) = &self.metrics {
+            metrics.opened();
+        }
         let outcome = tunnel::pipe(
             TokioIo::new(client),
             TokioIo::new(upstream),
@@ -197,6 +205,13 @@ impl Tunnel {
             shutdown,
         )
         .await;
+        if let Some(metrics) = &self.metrics {
+            metrics.closed(
+                outcome.metric_reason(),
+                outcome.from_client,
+                outcome.from_upstream,
+            );
+        }
         tracing::debug!(
             request_id,
             target,

@@ -120,6 +120,19 @@ impl End {
     }
 }
 
+impl Outcome {
+    /// The `reason` label of the tunnel close metrics ([`crate::metrics::TUNNEL_ENDS`]).
+    pub fn metric_reason(&self) -> &'static str {
+        match (self.end, &self.error) {
+            (End::Closed, None) => "closed",
+            (End::Closed, Some(_)) => "error",
+            (End::IdleTimeout, _) => "idle_timeout",
+            (End::MaxDuration, _) => "max_duration",
+            (End::Shutdown, _) => "shutdown",
+        }
+    }
+}
+
 /// What a finished tunnel reports to the log.
 #[derive(Debug)]
 pub struct Outcome {

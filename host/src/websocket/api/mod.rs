@@ -501,6 +501,7 @@ impl Session {
         info.connected_at_ms = unix_ms();
         let last_active = Arc::new(AtomicU64::new(info.connected_at_ms));
         let registry = handlers.registry.clone();
+        let counters = registry.counters(&info.route);
         let mut commands = registry
             .open(
                 Described {
@@ -515,9 +516,9 @@ impl Session {
                     max_message: api.max_message,
                 },
                 last_active.clone(),
+                &counters,
             )
             .await;
-        let counters = registry.counters();
         let mut bucket = api.rate.map(|rate| Bucket {
             tokens: f64::from(rate.burst),
             last: started,
@@ -606,7 +607,9 @@ impl Session {
                 }
             }
         };
-        registry.closed(&info.connection_id, reason).await;
+        registry
+            .closed(&info.connection_id, reason, &counters)
+            .await;
         if let Some((code, text)) = close_with {
             close(&mut ws, code, &text).await;
         }

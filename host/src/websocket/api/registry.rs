@@ -136,7 +136,8 @@ enum RemoteOp {
     },
 }
 
-/// Counters of the WebSocket APIs, for the admin API and metrics.
+/// Counters of one WebSocket API route, folded into the metrics at scrape time
+/// (`weir_websocket_*`). A connection counts into its route's with relaxed atomic adds.
 #[derive(Debug, Default)]
 pub struct Counters {
     pub opened: AtomicU64,
@@ -163,6 +164,14 @@ pub enum CloseReason {
     Error,
     /// The gateway shut down (1001).
     Shutdown,
+}
+
+impl Counters {
+    /// Connections open now: opened, less those closed.
+    pub fn open(&self) -> u64 {
+        let closed: u64 = self.closes.iter().map(|c| c.load(Ordering::Relaxed)).sum();
+        self.opened.load(Ordering::Relaxed).saturating_sub(closed)
+    }
 }
 
 impl CloseReason {
@@ -199,7 +208,8 @@ pub struct Connections {
     local: Mutex<HashMap<String, Local>>,
     /// The Redis subscription and refresher, started with the first connection.
     remote: OnceCell<()>,
-    counters: Counters,
+    /// Per route name, created by its first connection.
+    counters: Mutex<HashMap<String, Arc<Counters>>>,
 }
 
 impl std::fmt::Debug for Connections {
@@ -219,7 +229,7 @@ impl Connections {
             state,
             local: Mutex::default(),
             remote: OnceCell::new(),
-            counters: Counters::default(),
+            counters: Mutex::default(),
         })
     }
 
@@ -228,8 +238,23 @@ impl Connections {
         &self.instance
     }
 
-    pub fn counters(&self) -> &Counters {
-        &self.counters
+    /// The counters of route `route`, created on first use.
+    pub fn counters(&self, route: &str) -> Arc<Counters> {
+        let mut counters = lock(&self.counters);
+        if let Some(c) = counters.get(route) {
+            return c.clone();
+        }
+        let c = Arc::new(Counters::default());
+        counters.insert(route.to_owned(), c.clone());
+        c
+    }
+
+    /// Every route's counters (routes that had a connection), for the metrics.
+    pub fn all_counters(&self) -> Vec<(String, Arc<Counters>)> {
+        lock(&self.counters)
+            .iter()
+            .map(|(route, c)| (route.clone(), c.clone()))
+            .collect()
     }
 
     /// Connections held here now.
@@ -237,12 +262,13 @@ impl Connections {
         lock(&self.local).len()
     }
 
-    /// Registers an accepted connection; its task reads what others want from the
-    /// returned queue.
+    /// Registers an accepted connection, counted in `counters` (its route's); its task
+    /// reads what others want from the returned queue.
     pub(super) async fn open(
         self: &Arc<Self>,
         mut described: Described,
         last_active_ms: Arc<AtomicU64>,
+        counters: &Counters,
     ) -> mpsc::Receiver<Command> {
         described.instance = self.instance.clone();
         let (commands, queue) = mpsc::channel(MAX_QUEUED_MESSAGES);
@@ -255,7 +281,7 @@ impl Connections {
                 last_active_ms,
             },
         );
-        self.counters.opened.fetch_add(1, Ordering::Relaxed);
+        counters.opened.fetch_add(1, Ordering::Relaxed);
         if let Some(redis) = self.state.redis() {
             self.start_remote().await;
             if let Ok(value) = serde_json::to_vec(&described)
@@ -269,14 +295,14 @@ impl Connections {
         queue
     }
 
-    /// Forgets a connection that ended.
-    pub(super) async fn closed(&self, id: &str, reason: CloseReason) {
+    /// Forgets a connection that ended, counting it closed in `counters`.
+    pub(super) async fn closed(&self, id: &str, reason: CloseReason, counters: &Counters) {
         lock(&self.local).remove(id);
         let slot = CloseReason::ALL
             .iter()
             .position(|r| *r == reason)
             .unwrap_or(0);
-        self.counters.closes[slot].fetch_add(1, Ordering::Relaxed);
+        counters.closes[slot].fetch_add(1, Ordering::Relaxed);
         if let Some(redis) = self.state.redis()
             && let Err(error) = redis.connection_delete(id).await
         {
