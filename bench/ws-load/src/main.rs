@@ -1,8 +1,10 @@
 //! ws-load: the WebSocket load generator and echo backend of `bench/websocket`.
 //!
 //! ```text
-//! ws-load echo-server LISTEN_ADDR
+//! ws-load echo-server LISTEN_ADDR [read_buffer=BYTES]
 //!     A WebSocket echo backend (one thread): every text or binary message comes back.
+//!     `read_buffer`: tungstenite's `read_buffer_size` (default 128 KiB, which every
+//!     connection fills with zeros on its first read, so it is resident).
 //! ws-load echo URL [connections=32] [duration=10] [warmup=2] [size=32] [threads=1]
 //!     `connections` clients, each in a closed loop: send a text message of `size` bytes,
 //!     wait for one message back. Prints round trips per second and latency percentiles
@@ -24,7 +26,8 @@ use futures_util::{SinkExt, StreamExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::{WebSocketStream, accept_async, client_async};
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::{WebSocketStream, accept_async_with_config, client_async};
 
 type Ws = WebSocketStream<TcpStream>;
 
@@ -37,7 +40,11 @@ fn main() {
     let result = match mode.as_str() {
         "echo-server" => {
             let addr = rest.first().unwrap_or_else(|| usage()).clone();
-            runtime(1).block_on(echo_server(addr))
+            let read_buffer = rest
+                .get(1)
+                .and_then(|a| a.strip_prefix("read_buffer="))
+                .and_then(|v| v.parse().ok());
+            runtime(1).block_on(echo_server(addr, read_buffer))
         }
         "echo" => {
             let opts = Opts::parse(rest);
@@ -162,7 +169,11 @@ async fn round_trip(ws: &mut Ws, payload: &str) -> Result<(), Error> {
         .map_err(|_| "no answer within 5 s")?
 }
 
-async fn echo_server(addr: String) -> Result<(), Error> {
+async fn echo_server(addr: String, read_buffer: Option<usize>) -> Result<(), Error> {
+    let mut config = WebSocketConfig::default();
+    if let Some(size) = read_buffer {
+        config = config.read_buffer_size(size);
+    }
     let listener = TcpListener::bind(&addr).await?;
     eprintln!("ws-load echo-server on {addr}");
     loop {
@@ -173,22 +184,18 @@ async fn echo_server(addr: String) -> Result<(), Error> {
         };
         let _ = tcp.set_nodelay(true);
         tokio::spawn(async move {
-            let Ok(mut ws) = accept_async(tcp).await else {
+            let Ok(mut ws) = accept_async_with_config(tcp, Some(config)).await else {
                 return;
             };
             while let Some(Ok(message)) = ws.next().await {
-                match message {
-                    Message::Text(_) | Message::Binary(_) => {
-                        if ws.send(message).await.is_err() {
-                            return;
-                        }
-                    }
-                    Message::Close(_) => {
-                        // tungstenite queued the Close reply; flush it.
-                        let _ = ws.flush().await;
-                        return;
-                    }
-                    _ => {}
+                if let Message::Close(_) = message {
+                    // tungstenite queued the Close reply; flush it.
+                    let _ = ws.flush().await;
+                    return;
+                }
+                let echo = matches!(message, Message::Text(_) | Message::Binary(_));
+                if echo && ws.send(message).await.is_err() {
+                    return;
                 }
             }
         });
@@ -269,7 +276,12 @@ fn self_ticks() -> u64 {
     let after_name = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
     let fields: Vec<&str> = after_name.split_whitespace().collect();
     // utime and stime: fields 14 and 15 of the line; the state (field 3) is index 0 here.
-    let tick = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    let tick = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
     tick(11) + tick(12)
 }
 

@@ -38,6 +38,10 @@ use crate::config::WebSocketProxy;
 pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// The read buffer for what a peer still sends after the gateway's Close (discarded).
 const DRAIN_BUFFER_BYTES: usize = 1024;
+/// The copy buffer of each direction of a tunnel (tokio's default is 8 KiB). Idle
+/// tunnels are the common case of a WebSocket proxy: small buffers keep 10,000 of them
+/// within a couple of hundred MiB, at the price of more reads for large messages.
+const COPY_BUFFER_BYTES: usize = 2 * 1024;
 
 /// The client sent a Close frame.
 const CLIENT_SENT_CLOSE: u8 = 1;
@@ -167,7 +171,12 @@ where
     let mut upstream = Side::new(upstream, &shared, UPSTREAM_SENT_CLOSE);
     // `copied`: both directions ran to their end and were shut down by the copy.
     let (end, error, copied) = tokio::select! {
-        copied = tokio::io::copy_bidirectional(&mut client, &mut upstream) => match copied {
+        copied = tokio::io::copy_bidirectional_with_sizes(
+            &mut client,
+            &mut upstream,
+            COPY_BUFFER_BYTES,
+            COPY_BUFFER_BYTES,
+        ) => match copied {
             Ok(_) => (End::Closed, None, true),
             Err(error) => (End::Closed, Some(error), false),
         },
