@@ -17,8 +17,9 @@ use super::document::{Document, Report};
 use super::keypath::KeyPath;
 use super::names::{did_you_mean, is_upstream_name};
 use super::pem;
-use super::raw::{RawPlugin, RawPluginLimits, RawPluginUse, RawSize};
-use super::units::{parse_duration, parse_size};
+use super::raw::{RawPlugin, RawPluginLimits, RawPluginUse};
+use super::traffic::size;
+use super::units::parse_duration;
 
 /// Default `limits.memory`: the most linear memory one instance of a plugin may use.
 pub const DEFAULT_PLUGIN_MEMORY_BYTES: u64 = 64 * 1024 * 1024;
@@ -288,15 +289,6 @@ fn limits(report: &mut Report<'_>, path: &KeyPath, raw: Option<RawPluginLimits>)
         }
     }
     limits
-}
-
-fn size(report: &mut Report<'_>, path: &KeyPath, raw: Option<RawSize>) -> Option<u64> {
-    let parsed = match raw? {
-        RawSize::Text(text) => parse_size(&text).map_err(|error| error.to_string()),
-        RawSize::Bytes(bytes) => u64::try_from(bytes)
-            .map_err(|_| format!("invalid size {bytes}, expected a number of bytes of at least 0")),
-    };
-    parsed.map_err(|message| report.at(path, message)).ok()
 }
 
 /// Validates a use of a plugin (`handler = { ... }`, a `filters` entry, or the keys of a

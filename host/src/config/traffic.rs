@@ -478,7 +478,7 @@ fn duration(
     }
 }
 
-fn size(report: &mut Report<'_>, path: &KeyPath, raw: Option<RawSize>) -> Option<u64> {
+pub(super) fn size(report: &mut Report<'_>, path: &KeyPath, raw: Option<RawSize>) -> Option<u64> {
     let parsed = match raw? {
         RawSize::Text(text) => parse_size(&text).map_err(|error| error.to_string()),
         RawSize::Bytes(bytes) => u64::try_from(bytes)
