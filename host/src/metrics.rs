@@ -373,6 +373,8 @@ pub struct Metrics {
     plugin_failures: Family<PluginReasonLabels, Counter>,
     plugin_time: Family<PluginExportLabels, CallTimeHistogram>,
     plugin_in_flight: Family<PluginOnly, Gauge>,
+    plugin_instances: Family<PluginOnly, Counter>,
+    plugin_idle: Family<PluginOnly, Gauge>,
     authorizer_cache: Family<AuthorizerCacheLabels, Counter>,
     ws_open: Family<RouteOnly, Gauge>,
     ws_connections: Family<RouteOnly, Counter>,
@@ -567,6 +569,19 @@ impl Metrics {
             "Plugin instances alive now (each holds one of the plugin's concurrency permits)",
             plugin_in_flight.clone(),
         );
+        let plugin_instances = Family::<PluginOnly, Counter>::default();
+        registry.register(
+            "plugin_instances_created",
+            "Plugin instances created: one per request, fewer for plugins that reuse \
+             instances (requests_per_instance above 1)",
+            plugin_instances.clone(),
+        );
+        let plugin_idle = Family::<PluginOnly, Gauge>::default();
+        registry.register(
+            "plugin_instances_idle",
+            "Plugin instances kept for reuse and idle now (requests_per_instance above 1)",
+            plugin_idle.clone(),
+        );
         let authorizer_cache = Family::<AuthorizerCacheLabels, Counter>::default();
         registry.register(
             "authorizer_cache_lookups",
@@ -652,6 +667,8 @@ impl Metrics {
             plugin_failures,
             plugin_time,
             plugin_in_flight,
+            plugin_instances,
+            plugin_idle,
             authorizer_cache,
             ws_open,
             ws_connections,
@@ -740,16 +757,22 @@ impl Metrics {
             plugins.iter().map(|p| (&**p.name(), p.stats())).collect();
         let gone = self.observe_plugin_stats(&live);
         for plugin in plugins.iter() {
+            let labels = PluginOnly {
+                plugin: plugin.name().to_string(),
+            };
             self.plugin_in_flight
-                .get_or_create(&PluginOnly {
-                    plugin: plugin.name().to_string(),
-                })
+                .get_or_create(&labels)
                 .set(i64::try_from(plugin.in_flight()).unwrap_or(i64::MAX));
+            self.plugin_idle
+                .get_or_create(&labels)
+                .set(i64::try_from(plugin.idle()).unwrap_or(i64::MAX));
         }
         for name in gone {
-            self.plugin_in_flight.remove(&PluginOnly {
+            let labels = PluginOnly {
                 plugin: name.to_string(),
-            });
+            };
+            self.plugin_in_flight.remove(&labels);
+            self.plugin_idle.remove(&labels);
         }
     }
 
@@ -778,6 +801,11 @@ impl Metrics {
         before: &stats::StatsSnapshot,
     ) {
         let delta = |now: u64, before: u64| now.saturating_sub(before);
+        self.plugin_instances
+            .get_or_create(&PluginOnly {
+                plugin: plugin.to_owned(),
+            })
+            .inc_by(delta(now.instances(), before.instances()));
         for ((export, has, n), (.., n_before)) in now.calls().zip(before.calls()) {
             let d = delta(n, n_before);
             if !has && d == 0 {

@@ -22,6 +22,7 @@ mod plugins;
 mod polyglot;
 mod proxy;
 mod redis;
+mod reuse;
 mod routing;
 mod sdk;
 mod throttle;

@@ -9,7 +9,7 @@ use crate::harness::{TestGateway, TestUpstream, client};
 use crate::ops::sample;
 use crate::plugins::start;
 
-const TOKEN: &str = "ops-token";
+pub const TOKEN: &str = "ops-token";
 
 /// The route file: every test guest in its role. `admin` is the admin listener's address
 /// (`127.0.0.1:0` at first), `hostile_timeout` the hostile plugin's `timeout`.
@@ -114,7 +114,7 @@ async fn get(gateway: &TestGateway, path: &str, token: Option<&str>) -> u16 {
 }
 
 /// `GET path` on the admin listener with the admin token.
-async fn admin(gateway: &TestGateway, path: &str) -> reqwest::Response {
+pub async fn admin(gateway: &TestGateway, path: &str) -> reqwest::Response {
     client()
         .get(gateway.admin_url(path))
         .bearer_auth(TOKEN)
@@ -123,14 +123,14 @@ async fn admin(gateway: &TestGateway, path: &str) -> reqwest::Response {
         .expect("admin request")
 }
 
-async fn metrics(gateway: &TestGateway) -> String {
+pub async fn metrics(gateway: &TestGateway) -> String {
     let response = admin(gateway, "/metrics").await;
     assert_eq!(response.status(), 200);
     response.text().await.expect("exposition")
 }
 
 /// The entry of `/plugins` named `name`.
-async fn plugin(gateway: &TestGateway, name: &str) -> serde_json::Value {
+pub async fn plugin(gateway: &TestGateway, name: &str) -> serde_json::Value {
     let list: serde_json::Value = admin(gateway, "/plugins").await.json().await.expect("json");
     list["plugins"]
         .as_array()

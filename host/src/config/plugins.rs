@@ -36,6 +36,8 @@ pub const MAX_PLUGIN_TIMEOUT: Duration = Duration::from_secs(5 * 60);
 pub const DEFAULT_PLUGIN_CONCURRENCY: usize = 100;
 /// The largest `limits.concurrency` accepted (the instance pool has room for 1000).
 pub const MAX_PLUGIN_CONCURRENCY: usize = 1000;
+/// The largest `requests_per_instance` accepted.
+pub const MAX_REQUESTS_PER_INSTANCE: u32 = 1_000_000;
 /// The first bytes of every WebAssembly binary.
 const WASM_MAGIC: [u8; 4] = *b"\0asm";
 /// Version and layer of a component (a core module has `[1, 0, 0, 0]`).
@@ -51,6 +53,10 @@ pub struct Plugin {
     /// runtime reads the file again and refuses it if the digest changed.
     pub sha256: [u8; 32],
     pub limits: PluginLimits,
+    /// `requests_per_instance` (default 1: a fresh instance for every request). Above 1,
+    /// an instance that served a request successfully is kept and serves later requests
+    /// of the same use, up to this many in all; state it keeps in memory carries over.
+    pub requests_per_instance: u32,
 }
 
 /// `limits = { memory, timeout, concurrency }`.
@@ -174,6 +180,22 @@ fn plugin(
         digest
     });
     let limits = limits(report, &path.key("limits"), raw.limits);
+    let requests_per_instance = match raw.requests_per_instance {
+        None => 1,
+        Some(count) => match u32::try_from(count) {
+            Ok(count) if (1..=MAX_REQUESTS_PER_INSTANCE).contains(&count) => count,
+            _ => {
+                report.at(
+                    &path.key("requests_per_instance"),
+                    format!(
+                        "expected an integer from 1 (a fresh instance per request) to \
+                         {MAX_REQUESTS_PER_INSTANCE}, got {count}"
+                    ),
+                );
+                1
+            }
+        },
+    };
     let Some(file) = raw.path else {
         report.at(
             &path.key("path"),
@@ -184,6 +206,7 @@ fn plugin(
             path: PathBuf::new(),
             sha256: [0; 32],
             limits,
+            requests_per_instance,
         };
     };
     let resolved = base_dir.join(&file);
@@ -220,6 +243,7 @@ fn plugin(
         path: resolved,
         sha256,
         limits,
+        requests_per_instance,
     }
 }
 

@@ -44,6 +44,7 @@ pub struct RawPlugin {
     pub path: Option<String>,
     pub sha256: Option<String>,
     pub limits: Option<RawPluginLimits>,
+    pub requests_per_instance: Option<i64>,
 }
 
 /// `[plugins.NAME] limits = { memory, timeout, concurrency }`.

@@ -67,7 +67,8 @@ impl Outbound {
     }
 }
 
-/// The data of one store (one request's instance).
+/// The data of one store: one request's instance, or, for a plugin with
+/// `requests_per_instance` above 1, an instance serving one request after another.
 pub struct Host {
     wasi: WasiCtx,
     http: WasiHttpCtx,
@@ -97,6 +98,20 @@ impl Host {
             deadline: std::time::Instant::now(),
             connections: None,
         }
+    }
+
+    /// Points a kept instance's host functions at the next request's call: its request id
+    /// (logs, `wasi:http` errors), its use's config and outbound upstreams.
+    pub fn rebind(&mut self, call: CallInfo) {
+        self.http_hooks.request_id = call.request_id.clone();
+        self.call = call;
+        self.connections = None;
+    }
+
+    /// The config of the use this store last served (a kept instance only serves the
+    /// use it was made for: a guest may have cached its config).
+    pub fn config(&self) -> &Arc<str> {
+        &self.call.config
     }
 
     /// Whether the guest asked for more memory than its cap (and was refused).

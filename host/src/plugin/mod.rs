@@ -10,6 +10,11 @@
 //! 2. **call** ([`Plugin::handle`], from the pipeline): a concurrency permit (none free →
 //!    [`PluginError::Busy`], `503`, never a wait), a fresh [`Store`] with the plugin's
 //!    memory cap and deadline, instantiate, call, drop. Nothing survives the request.
+//! 3. **reuse**, only for a plugin whose `requests_per_instance` is above 1 (an explicit
+//!    opt-in, [`idle`]): after a successful request, the store and its instance are kept
+//!    and the next request of the same use runs in them, until the instance has served
+//!    that many requests. What the guest keeps in memory carries over from one request
+//!    to the next; a failed call still discards the instance.
 //!
 //! Every failure of a call — trap, deadline, memory overrun, malformed output — is a
 //! [`PluginError`], never a panic; the caller logs it with the plugin and request id and
@@ -25,6 +30,7 @@ pub mod cache;
 pub mod convert;
 pub mod engine;
 pub mod host;
+pub mod idle;
 pub mod inspect;
 pub mod stats;
 pub mod wasi_http;
@@ -49,6 +55,7 @@ pub use bindings::{Request, Response};
 pub use engine::Runtime;
 use host::Host;
 pub use host::{CallInfo, Outbound};
+use idle::{Bound, Idle};
 use stats::{Export, PluginStats};
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
@@ -201,7 +208,10 @@ impl Plugins {
             let roles = roles_of(config, index);
             let kept = previous.and_then(|previous| {
                 previous.plugins.iter().find(|p| {
-                    *p.name == *spec.name && p.sha256 == spec.sha256 && p.limits == spec.limits
+                    *p.name == *spec.name
+                        && p.sha256 == spec.sha256
+                        && p.limits == spec.limits
+                        && p.requests_per_instance == spec.requests_per_instance
                 })
             });
             let plugin = match kept {
@@ -300,6 +310,10 @@ pub struct Plugin {
     /// Its top-level function exports.
     exports: Vec<String>,
     limits: crate::config::PluginLimits,
+    /// `requests_per_instance`: 1 = a fresh instance per request.
+    requests_per_instance: u32,
+    /// Instances kept between requests (empty unless `requests_per_instance` > 1).
+    idle: Idle,
     runtime: &'static Runtime,
     handler: Option<HandlerPre<Host>>,
     /// The handler role of a `wasi:http/proxy` component (when it has no `handle`).
@@ -399,6 +413,7 @@ impl Plugin {
             path,
             elapsed_ms = started.elapsed().as_millis() as u64,
             pooling = runtime.pooling,
+            requests_per_instance = spec.requests_per_instance,
             cache = cached.as_str(),
             "plugin loaded"
         );
@@ -406,6 +421,8 @@ impl Plugin {
             name: Arc::from(spec.name.as_str()),
             sha256: digest,
             limits: spec.limits,
+            requests_per_instance: spec.requests_per_instance,
+            idle: Idle::new(spec.limits.concurrency),
             runtime,
             handler,
             proxy,
@@ -470,7 +487,18 @@ impl Plugin {
             .saturating_sub(self.permits.available_permits())
     }
 
-    /// The `handler` role: `handle(request) -> response`, in a fresh instance.
+    /// `requests_per_instance` (1: a fresh instance per request).
+    pub fn requests_per_instance(&self) -> u32 {
+        self.requests_per_instance
+    }
+
+    /// Instances kept for reuse, idle now.
+    pub fn idle(&self) -> usize {
+        self.idle.len()
+    }
+
+    /// The `handler` role: `handle(request) -> response`, in a fresh instance (or a kept
+    /// one, see [`idle`]).
     pub async fn handle(
         self: &Arc<Self>,
         call: CallInfo,
@@ -480,12 +508,20 @@ impl Plugin {
             // `Plugins::build` refused this config; kept as an error, not a panic.
             return Err(PluginError::Instantiate("no `handle` export".to_owned()));
         };
-        let mut call = self.start(call, Export::Handle)?;
-        call.run(Export::Handle, async |store| {
-            let instance = pre.instantiate_async(&mut *store).await?;
-            instance.call_handle(&mut *store, &request).await
-        })
-        .await
+        let (mut call, kept) = self.start(call, Export::Handle)?;
+        let kept = kept.and_then(Bound::handler);
+        let (response, instance) = call
+            .run(Export::Handle, async |store| {
+                let instance = match kept {
+                    Some(instance) => instance,
+                    None => pre.instantiate_async(&mut *store).await?,
+                };
+                let response = instance.call_handle(&mut *store, &request).await?;
+                Ok((response, instance))
+            })
+            .await?;
+        call.done(Bound::Handler(instance));
+        Ok(response)
     }
 
     /// Whether the `handler` role is played by a standard `wasi:http/proxy` component
@@ -511,11 +547,13 @@ impl Plugin {
             )));
         };
         let request_id = call.request_id.clone();
-        let call = self.start(call, Export::Handle)?;
+        // Always a fresh instance: `requests_per_instance` does not apply to `wasi:http`.
+        let call = self.start_fresh(call, Export::Handle)?;
         wasi_http::handle(call, pre.clone(), request_id, request, path, tls).await
     }
 
-    /// The `authorizer` role: `authorize(request) -> decision`, in a fresh instance.
+    /// The `authorizer` role: `authorize(request) -> decision`, in a fresh instance (or a
+    /// kept one, see [`idle`]).
     pub async fn authorize(
         self: &Arc<Self>,
         call: CallInfo,
@@ -524,12 +562,20 @@ impl Plugin {
         let Some(pre) = &self.authorizer else {
             return Err(PluginError::Instantiate("no `authorize` export".to_owned()));
         };
-        let mut call = self.start(call, Export::Authorize)?;
-        call.run(Export::Authorize, async |store| {
-            let instance = pre.instantiate_async(&mut *store).await?;
-            instance.call_authorize(&mut *store, &request).await
-        })
-        .await
+        let (mut call, kept) = self.start(call, Export::Authorize)?;
+        let kept = kept.and_then(Bound::authorizer);
+        let (decision, instance) = call
+            .run(Export::Authorize, async |store| {
+                let instance = match kept {
+                    Some(instance) => instance,
+                    None => pre.instantiate_async(&mut *store).await?,
+                };
+                let decision = instance.call_authorize(&mut *store, &request).await?;
+                Ok((decision, instance))
+            })
+            .await?;
+        call.done(Bound::Authorizer(instance));
+        Ok(decision)
     }
 
     /// The `websocket` role on a handshake (`$connect`): `on-connect(info)`, in a fresh
@@ -545,7 +591,7 @@ impl Plugin {
                 "no `on-connect` export".to_owned(),
             ));
         };
-        let mut call = self.start(call, Export::OnConnect)?;
+        let mut call = self.start_fresh(call, Export::OnConnect)?;
         call.store.data_mut().connections = Some(registry);
         call.run(Export::OnConnect, async |store| {
             let instance = pre.instantiate_async(&mut *store).await?;
@@ -569,7 +615,7 @@ impl Plugin {
                 "no `on-message` export".to_owned(),
             ));
         };
-        let mut call = self.start(call, Export::OnMessage)?;
+        let mut call = self.start_fresh(call, Export::OnMessage)?;
         call.store.data_mut().connections = Some(registry);
         call.run(Export::OnMessage, async |store| {
             let instance = pre.instantiate_async(&mut *store).await?;
@@ -593,7 +639,7 @@ impl Plugin {
                 "no `on-disconnect` export".to_owned(),
             ));
         };
-        let mut call = self.start(call, Export::OnDisconnect)?;
+        let mut call = self.start_fresh(call, Export::OnDisconnect)?;
         call.store.data_mut().connections = Some(registry);
         call.run(Export::OnDisconnect, async |store| {
             let instance = pre.instantiate_async(&mut *store).await?;
@@ -602,9 +648,10 @@ impl Plugin {
         .await
     }
 
-    /// The `filter` role on the way in: a fresh instance runs `on-request`. Unless the
-    /// filter answered the request itself, the instance comes back to run `on-response`
-    /// of the same request ([`FilterInstance::on_response`]).
+    /// The `filter` role on the way in: a fresh instance (or a kept one, see [`idle`])
+    /// runs `on-request`. Unless the filter answered the request itself, the instance
+    /// comes back to run `on-response` of the same request
+    /// ([`FilterInstance::on_response`]).
     pub async fn on_request(
         self: &Arc<Self>,
         call: CallInfo,
@@ -615,27 +662,74 @@ impl Plugin {
                 "no `on-request` export".to_owned(),
             ));
         };
-        let mut call = self.start(call, Export::OnRequest)?;
+        let (mut call, kept) = self.start(call, Export::OnRequest)?;
+        let kept = kept.and_then(Bound::filter);
         let (outcome, instance) = call
             .run(Export::OnRequest, async |store| {
-                let instance = pre.instantiate_async(&mut *store).await?;
+                let instance = match kept {
+                    Some(instance) => instance,
+                    None => pre.instantiate_async(&mut *store).await?,
+                };
                 let outcome = instance.call_on_request(&mut *store, &request).await?;
                 Ok((outcome, instance))
             })
             .await?;
         let instance = match outcome {
             RequestOutcome::Continue(_) => Some(FilterInstance { call, instance }),
-            RequestOutcome::Respond(_) => None,
+            RequestOutcome::Respond(_) => {
+                // The request is over for this instance: no `on-response` call.
+                call.done(Bound::Filter(instance));
+                None
+            }
         };
         Ok((outcome, instance))
     }
 
-    /// A concurrency permit and a fresh store for one request's calls.
-    fn start(self: &Arc<Self>, call: CallInfo, export: Export) -> Result<Call, PluginError> {
-        let Ok(permit) = self.permits.clone().try_acquire_owned() else {
+    /// A concurrency permit and a store for one request's calls: a kept one with its
+    /// instance when this plugin reuses instances and one is idle for this use, else a
+    /// fresh store (the caller instantiates).
+    fn start(
+        self: &Arc<Self>,
+        call: CallInfo,
+        export: Export,
+    ) -> Result<(Call, Option<Bound>), PluginError> {
+        if self.requests_per_instance <= 1 {
+            return Ok((self.start_fresh(call, export)?, None));
+        }
+        let permit = self.permit(export)?;
+        match self.idle.take(export.role(), &call.config) {
+            Some(mut kept) => {
+                kept.store.data_mut().rebind(call);
+                let call = Call {
+                    plugin: self.clone(),
+                    store: kept.store,
+                    served: kept.served + 1,
+                    _permit: permit,
+                };
+                Ok((call, Some(kept.bound)))
+            }
+            None => Ok((self.new_call(call, permit), None)),
+        }
+    }
+
+    /// A concurrency permit and a fresh store, whatever `requests_per_instance` says.
+    fn start_fresh(self: &Arc<Self>, call: CallInfo, export: Export) -> Result<Call, PluginError> {
+        let permit = self.permit(export)?;
+        Ok(self.new_call(call, permit))
+    }
+
+    fn permit(&self, export: Export) -> Result<tokio::sync::OwnedSemaphorePermit, PluginError> {
+        self.permits.clone().try_acquire_owned().map_err(|_| {
             self.stats.refused(export, &PluginError::Busy);
-            return Err(PluginError::Busy);
-        };
+            PluginError::Busy
+        })
+    }
+
+    fn new_call(
+        self: &Arc<Self>,
+        call: CallInfo,
+        permit: tokio::sync::OwnedSemaphorePermit,
+    ) -> Call {
         let memory = usize::try_from(self.limits.memory).unwrap_or(usize::MAX);
         let mut store = Store::new(&self.runtime.engine, Host::new(call, memory));
         store.limiter(|host| &mut host.limiter);
@@ -651,11 +745,13 @@ impl Plugin {
                 ))
             }
         });
-        Ok(Call {
+        self.stats.instantiated();
+        Call {
             plugin: self.clone(),
             store,
+            served: 1,
             _permit: permit,
-        })
+        }
     }
 
     fn classify(&self, error: &wasmtime::Error, host: &Host, timeout: Duration) -> PluginError {
@@ -681,10 +777,27 @@ impl Plugin {
 struct Call {
     plugin: Arc<Plugin>,
     store: Store<Host>,
+    /// Requests this store has served, this one included.
+    served: u32,
     _permit: tokio::sync::OwnedSemaphorePermit,
 }
 
 impl Call {
+    /// The request is over for this store and its calls succeeded: keep the instance for
+    /// the next request of the same use when the plugin reuses instances and this one
+    /// has requests left, else drop it. (A failed call never gets here: its store is
+    /// dropped with the `Call`.)
+    fn done(self, instance: Bound) {
+        let plugin = self.plugin;
+        if self.served < plugin.requests_per_instance {
+            plugin.idle.put(idle::Kept {
+                store: self.store,
+                bound: instance,
+                served: self.served,
+            });
+        }
+    }
+
     /// Runs `body` under the plugin's deadline, and classifies failures. After a failure
     /// the store must not be used again (a trap poisons it); callers drop it.
     async fn run<T>(
@@ -720,11 +833,14 @@ impl FilterInstance {
     /// `on-request`.
     pub async fn on_response(mut self, response: Response) -> Result<Response, PluginError> {
         let instance = self.instance;
-        self.call
+        let response = self
+            .call
             .run(Export::OnResponse, async |store| {
                 instance.call_on_response(&mut *store, &response).await
             })
-            .await
+            .await?;
+        self.call.done(Bound::Filter(instance));
+        Ok(response)
     }
 
     /// The plugin this instance belongs to.

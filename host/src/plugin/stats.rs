@@ -82,6 +82,16 @@ impl Export {
         }
     }
 
+    /// The role that calls it.
+    pub fn role(self) -> Role {
+        match self {
+            Export::Handle => Role::Handler,
+            Export::OnRequest | Export::OnResponse => Role::Filter,
+            Export::Authorize => Role::Authorizer,
+            Export::OnConnect | Export::OnMessage | Export::OnDisconnect => Role::WebSocket,
+        }
+    }
+
     /// Its name in the WIT world (and the `export` label).
     pub fn as_str(self) -> &'static str {
         match self {
@@ -133,6 +143,8 @@ pub struct PluginStats {
     calls: [AtomicU64; EXPORTS],
     failures: [AtomicU64; FAILURE_KINDS.len()],
     times: [CallTimes; EXPORTS],
+    /// Instances created (stores made): one per request unless instances are reused.
+    instances: AtomicU64,
 }
 
 impl PluginStats {
@@ -144,7 +156,13 @@ impl PluginStats {
             calls: Default::default(),
             failures: Default::default(),
             times: Default::default(),
+            instances: AtomicU64::new(0),
         }
+    }
+
+    /// Counts an instance created for a request (a fresh store).
+    pub fn instantiated(&self) {
+        self.instances.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts a call that never ran (refused before it got an instance).
@@ -195,6 +213,7 @@ impl PluginStats {
             exports: self.exports,
             calls: self.calls.each_ref().map(load),
             failures: self.failures.each_ref().map(load),
+            instances: load(&self.instances),
             times: self.times.each_ref().map(|t| TimesSnapshot {
                 buckets: t.buckets.each_ref().map(load),
                 sum_nanos: load(&t.sum_nanos),
@@ -210,6 +229,7 @@ pub struct StatsSnapshot {
     calls: [u64; EXPORTS],
     failures: [u64; FAILURE_KINDS.len()],
     times: [TimesSnapshot; EXPORTS],
+    instances: u64,
 }
 
 /// One export's call times at one moment.
@@ -251,6 +271,11 @@ impl StatsSnapshot {
     /// Every failure kind with its count.
     pub fn failures(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
         FAILURE_KINDS.into_iter().zip(self.failures)
+    }
+
+    /// Instances created.
+    pub fn instances(&self) -> u64 {
+        self.instances
     }
 
     /// The call times of `export`.

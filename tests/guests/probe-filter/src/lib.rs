@@ -15,7 +15,8 @@
 //! - `"respond"`: answers `418` from `on-request`;
 //! - `"rewrite"`: sets the path to config `to` and the query to `rewritten=1`;
 //! - `"upper"`: upper-cases the request body and the response body (needs `body = true`);
-//! - `"trap-request"` / `"trap-response"`: panics in that call;
+//! - `"trap-request"` / `"trap-response"`: panics in that call (and, in any mode, a
+//!   request with an `x-probe-trap` header panics in `on-request`);
 //! - `"loop-request"`: never returns from `on-request`;
 //! - `"bad-header"`: returns an invalid header name from `on-request`;
 //! - `"body-without-asking"`: returns a request body although it was given none.
@@ -66,6 +67,9 @@ impl Guest for Probe {
             .find(|(n, _)| n == "x-tag")
             .map(|(_, v)| v.clone());
         SAW.with(|saw| *saw.borrow_mut() = tag);
+        if request.headers.iter().any(|(n, _)| n == "x-probe-trap") {
+            panic!("probe-filter: trap requested by the request");
+        }
         append(&mut request.headers, "x-chain", &name);
         if let Some(auth) = &request.auth {
             let tenant = auth
