@@ -60,8 +60,9 @@ pub struct Pending<'u> {
 
 /// What one filter's `on-request` decided, checked.
 enum Step {
-    /// Go on with this path and body (and this instance for `on-response`).
-    Go((String, Option<Bytes>), Option<FilterInstance>),
+    /// Go on with this path (`None`: unchanged) and body (and this instance for
+    /// `on-response`).
+    Go((Option<String>, Option<Bytes>), Option<FilterInstance>),
     /// The filter answered.
     Answer(Response<Body>),
 }
@@ -127,7 +128,7 @@ impl FilterContext<'_> {
                 .and_then(|(outcome, instance)| {
                     match outcome {
                         RequestOutcome::Continue(changed) => self
-                            .apply_request(changed, &mut parts, given)
+                            .apply_request(changed, &mut parts, &path, given)
                             .map(|applied| Step::Go(applied, instance)),
                         RequestOutcome::Respond(response) => {
                             plugin::convert::response(response).map(Step::Answer)
@@ -138,7 +139,9 @@ impl FilterContext<'_> {
                 });
             match outcome {
                 Ok(Step::Go((new_path, new_body), instance)) => {
-                    path = Cow::Owned(new_path);
+                    if let Some(new_path) = new_path {
+                        path = Cow::Owned(new_path);
+                    }
                     let body = new_body.map_or(body, Body::full);
                     request = Request::from_parts(parts, body);
                     if let Some(instance) = instance {
@@ -229,28 +232,17 @@ impl FilterContext<'_> {
         }
     }
 
-    /// Applies a filter's `continue` to the request head. Returns the (canonical) path
-    /// and the new body, if the filter was given one and changed it.
+    /// Applies a filter's `continue` to the request head. Returns the (canonical) path,
+    /// when the filter changed it, and the new body, if the filter was given one and
+    /// changed it.
     fn apply_request(
         &self,
         changed: plugin::Request,
         parts: &mut http::request::Parts,
+        given_path: &str,
         given: Option<Bytes>,
-    ) -> Result<(String, Option<Bytes>), PluginError> {
+    ) -> Result<(Option<String>, Option<Bytes>), PluginError> {
         let bad = |what: String| PluginError::BadOutput(what);
-        let method = Method::from_bytes(changed.method.as_bytes())
-            .map_err(|_| bad(format!("invalid method {:?}", changed.method)))?;
-        let path = crate::path::canonicalize(&changed.path, self.paths)
-            .map_err(|error| bad(format!("invalid path {:?}: {error}", changed.path)))?;
-        let uri = if changed.query.is_empty() {
-            http::Uri::try_from(path.as_str())
-        } else {
-            http::Uri::try_from(format!("{}?{}", path.as_str(), changed.query))
-        }
-        .map_err(|_| bad(format!("invalid query {:?}", changed.query)))?;
-        let framing = take_framing(&mut parts.headers);
-        let mut headers = plugin::convert::header_map(changed.headers)?;
-        take_framing(&mut headers);
         let body = match (given, changed.body) {
             (None, Some(_)) => {
                 return Err(bad(
@@ -260,19 +252,59 @@ impl FilterContext<'_> {
             (Some(_), Some(body)) => Some(Bytes::from(body)),
             (Some(_), None) | (None, None) => None,
         };
-        match &body {
-            Some(bytes) => {
-                headers.insert(CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+        let method = if changed.method == parts.method.as_str() {
+            None
+        } else {
+            Some(
+                Method::from_bytes(changed.method.as_bytes())
+                    .map_err(|_| bad(format!("invalid method {:?}", changed.method)))?,
+            )
+        };
+        // Path and query as given: nothing to check or rebuild.
+        let target =
+            if changed.path == given_path && changed.query == parts.uri.query().unwrap_or("") {
+                None
+            } else {
+                let path = crate::path::canonicalize(&changed.path, self.paths)
+                    .map_err(|error| bad(format!("invalid path {:?}: {error}", changed.path)))?;
+                let uri = if changed.query.is_empty() {
+                    http::Uri::try_from(path.as_str())
+                } else {
+                    http::Uri::try_from(format!("{}?{}", path.as_str(), changed.query))
+                }
+                .map_err(|_| bad(format!("invalid query {:?}", changed.query)))?;
+                Some((path, uri))
+            };
+        // Headers left alone, or only added to (most filters): appended in place.
+        let in_place = body.is_none()
+            && plugin::convert::append_added(
+                &mut parts.headers,
+                &changed.headers,
+                plugin::convert::REQUEST_RESERVED,
+            )?;
+        if !in_place {
+            let framing = take_framing(&mut parts.headers);
+            let mut headers = plugin::convert::header_map(changed.headers)?;
+            take_framing(&mut headers);
+            match &body {
+                Some(bytes) => {
+                    headers.insert(CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+                }
+                None => restore_framing(&mut headers, framing),
             }
-            None => restore_framing(&mut headers, framing),
+            parts.headers = headers;
         }
-        parts.method = method;
-        parts.headers = headers;
+        if let Some(method) = method {
+            parts.method = method;
+        }
+        let Some((path, uri)) = target else {
+            return Ok((None, body));
+        };
         // The URI keeps the client's authority (HTTP/2, absolute form) when it had one.
         let mut uri_parts = std::mem::take(&mut parts.uri).into_parts();
         uri_parts.path_and_query = uri.into_parts().path_and_query;
         parts.uri = http::Uri::from_parts(uri_parts).map_err(|_| bad("invalid URI".to_owned()))?;
-        Ok((path.as_str().to_owned(), body))
+        Ok((Some(path.as_str().to_owned()), body))
     }
 }
 
@@ -286,16 +318,25 @@ fn apply_response(
         .ok()
         .filter(|status| plugin::convert::STATUS_RANGE.contains(&status.as_u16()))
         .ok_or_else(|| PluginError::BadOutput(format!("status {}", changed.status)))?;
-    let framing = take_framing(&mut parts.headers);
-    let mut headers = plugin::convert::header_map(changed.headers)?;
-    crate::headers::strip_hop_by_hop(&mut headers);
-    take_framing(&mut headers);
     let body = changed.body.map(Bytes::from);
-    if body.is_none() {
-        restore_framing(&mut headers, framing);
+    // Headers left alone, or only added to (most filters): appended in place.
+    let in_place = body.is_none()
+        && plugin::convert::append_added(
+            &mut parts.headers,
+            &changed.headers,
+            plugin::convert::RESPONSE_RESERVED,
+        )?;
+    if !in_place {
+        let framing = take_framing(&mut parts.headers);
+        let mut headers = plugin::convert::header_map(changed.headers)?;
+        crate::headers::strip_hop_by_hop(&mut headers);
+        take_framing(&mut headers);
+        if body.is_none() {
+            restore_framing(&mut headers, framing);
+        }
+        parts.headers = headers;
     }
     parts.status = status;
-    parts.headers = headers;
     Ok(body)
 }
 

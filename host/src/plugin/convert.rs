@@ -149,6 +149,65 @@ pub fn response(response: Response) -> Result<http::Response<Body>, PluginError>
     Ok(out)
 }
 
+/// The fast way to apply a plugin's header pairs to `map`, the head it was given: when
+/// `returned` starts with exactly `map`'s fields, in `map`'s order (what [`headers`]
+/// gave the plugin), the plugin left them alone and at most added fields after them, so
+/// those are appended to `map` (checked) and `true` returned. `false`, with `map`
+/// untouched, when the plugin changed, removed or reordered a field, or added one of
+/// `reserved` (framing or hop-by-hop fields, which the caller's full path handles): the
+/// caller then rebuilds the head with [`header_map`].
+pub fn append_added(
+    map: &mut HeaderMap,
+    returned: &[(String, String)],
+    reserved: &[&str],
+) -> Result<bool, PluginError> {
+    if returned.len() < map.len() || returned.len() > MAX_RESPONSE_HEADERS {
+        return Ok(false);
+    }
+    let kept = map
+        .iter()
+        .zip(returned)
+        .all(|((name, value), (n, v))| name.as_str() == n && value.as_bytes() == v.as_bytes());
+    if !kept {
+        return Ok(false);
+    }
+    let added = &returned[map.len()..];
+    let mut checked = Vec::with_capacity(added.len());
+    for (name, value) in added {
+        let header = HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| PluginError::BadOutput(format!("invalid header name {name:?}")))?;
+        if reserved.contains(&header.as_str()) {
+            return Ok(false);
+        }
+        let value = HeaderValue::from_str(value)
+            .map_err(|_| PluginError::BadOutput(format!("invalid value for header {header}")))?;
+        checked.push((header, value));
+    }
+    for (name, value) in checked {
+        map.append(name, value);
+    }
+    Ok(true)
+}
+
+/// The fields a filter's added headers may not name for [`append_added`]'s fast way on a
+/// request: the body's framing, which the gateway decides.
+pub const REQUEST_RESERVED: &[&str] = &["content-length", "transfer-encoding"];
+
+/// The same on a response: framing and every hop-by-hop field (RFC 9110 §7.6.1), which
+/// the full way strips from what a plugin returns.
+pub const RESPONSE_RESERVED: &[&str] = &[
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "upgrade",
+    "proxy-authenticate",
+    "proxy-authorization",
+];
+
 /// Header pairs from a plugin as a [`HeaderMap`], checked.
 pub fn header_map(pairs: Vec<(String, String)>) -> Result<HeaderMap, PluginError> {
     if pairs.len() > MAX_RESPONSE_HEADERS {
@@ -198,6 +257,55 @@ mod tests {
         assert_eq!(out.headers()["x-a"], "1");
         assert!(!out.headers().contains_key("connection"));
         assert_eq!(out.headers()[CONTENT_LENGTH], "2");
+    }
+
+    fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
+        list.iter()
+            .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn headers_left_alone_or_added_to_are_applied_in_place() {
+        let mut map = HeaderMap::new();
+        map.insert("x-a", HeaderValue::from_static("1"));
+        map.append("x-a", HeaderValue::from_static("2"));
+        map.insert("host", HeaderValue::from_static("h"));
+        let given = headers(&map);
+
+        assert!(append_added(&mut map, &given, REQUEST_RESERVED).expect("valid"));
+        assert_eq!(headers(&map), given, "unchanged");
+
+        let mut more = given.clone();
+        more.extend(pairs(&[("x-new", "v"), ("x-a", "3")]));
+        assert!(append_added(&mut map, &more, REQUEST_RESERVED).expect("valid"));
+        assert_eq!(map.get_all("x-a").iter().count(), 3);
+        assert_eq!(map["x-new"], "v");
+    }
+
+    #[test]
+    fn changed_removed_or_reserved_headers_take_the_full_way() {
+        let mut map = HeaderMap::new();
+        map.insert("x-a", HeaderValue::from_static("1"));
+        map.insert("host", HeaderValue::from_static("h"));
+        let before = headers(&map);
+        for returned in [
+            pairs(&[("x-a", "changed"), ("host", "h")]),
+            pairs(&[("host", "h")]),
+            pairs(&[("host", "h"), ("x-a", "1")]),
+            pairs(&[("x-a", "1"), ("host", "h"), ("content-length", "5")]),
+            pairs(&[("x-a", "1"), ("host", "h"), ("Connection", "close")]),
+        ] {
+            let reserved = RESPONSE_RESERVED;
+            assert!(!append_added(&mut map, &returned, reserved).expect("no error"));
+            assert_eq!(headers(&map), before, "untouched for {returned:?}");
+        }
+        let invalid = pairs(&[("x-a", "1"), ("host", "h"), ("bad name", "x")]);
+        assert!(matches!(
+            append_added(&mut map, &invalid, REQUEST_RESERVED),
+            Err(PluginError::BadOutput(_))
+        ));
+        assert_eq!(headers(&map), before);
     }
 
     #[test]

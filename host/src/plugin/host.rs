@@ -106,6 +106,8 @@ impl Host {
         self.http_hooks.request_id = call.request_id.clone();
         self.call = call;
         self.connections = None;
+        // A refused `memory.grow` the guest survived belongs to the last request.
+        self.limiter.exceeded = false;
     }
 
     /// The config of the use this store last served (a kept instance only serves the
