@@ -247,11 +247,7 @@ mock = { status = 200, body = "data" }
         let now = Arc::new(AtomicU64::new(END_OF_JANUARY));
         let clock = now.clone();
         gateway.set_quota_clock(Arc::new(move || clock.load(Ordering::SeqCst)));
-        let conn = ConnInfo {
-            peer: "127.0.0.1:40000".parse().expect("addr"),
-            tls: false,
-            client_cert: None,
-        };
+        let conn = ConnInfo::new("127.0.0.1:40000".parse().expect("addr"), false, None);
         let send = || async {
             let request = Request::get("/data")
                 .header("host", "localhost")

@@ -57,6 +57,24 @@ pub struct ConnInfo {
     pub tls: bool,
     /// The certificate the client presented (mutual TLS), read once per connection.
     pub client_cert: Option<Arc<crate::identity::ClientCert>>,
+    /// `peer`'s address as a header value, made once per connection for
+    /// `X-Forwarded-For`.
+    peer_ip: HeaderValue,
+}
+
+impl ConnInfo {
+    pub fn new(
+        peer: SocketAddr,
+        tls: bool,
+        client_cert: Option<Arc<crate::identity::ClientCert>>,
+    ) -> ConnInfo {
+        ConnInfo {
+            peer,
+            tls,
+            client_cert,
+            peer_ip: headers::ip_header_value(peer.ip()),
+        }
+    }
 }
 
 /// A config could not be turned into a running gateway.
@@ -437,8 +455,13 @@ impl Gateway {
             cors: None,
         };
         let timeout = server.request_timeout;
-        let outcome =
-            tokio::time::timeout(timeout, self.process(request, conn, &mut exchange)).await;
+        // Pinned in place and timed through a reference: the phases' future is kilobytes,
+        // and moving it into `Timeout` and then into this future's state copied it twice
+        // more per request.
+        let outcome = {
+            let process = std::pin::pin!(self.process(request, conn, &mut exchange));
+            tokio::time::timeout(timeout, process).await
+        };
         let mut response = match outcome {
             Ok(Ok(response)) => response,
             Ok(Err(error)) => self.rescue(error, &mut exchange),
@@ -867,6 +890,7 @@ impl Gateway {
             headers::set_forwarded(
                 &mut parts.headers,
                 conn.peer.ip(),
+                &conn.peer_ip,
                 trusted,
                 proto,
                 host.as_ref(),
@@ -930,22 +954,37 @@ impl Gateway {
         headers::set_forwarded(
             &mut parts.headers,
             conn.peer.ip(),
+            &conn.peer_ip,
             trusted,
             proto,
             host.as_ref(),
         );
         exchange.trace.apply(&mut parts.headers);
 
-        let path_and_query = match parts.uri.query() {
-            Some(query) => format!("{path}?{query}"),
-            None => path.to_owned(),
+        // The request's own path and query when the path was canonical already (nearly
+        // always): no string is built, and `upstream` reuses the parsed `PathAndQuery`.
+        let original = parts
+            .uri
+            .path_and_query()
+            .filter(|pq| pq.path() == path)
+            .cloned();
+        let built;
+        let path_and_query = match &original {
+            Some(original) => original.as_str(),
+            None => {
+                built = match parts.uri.query() {
+                    Some(query) => format!("{path}?{query}"),
+                    None => path.to_owned(),
+                };
+                built.as_str()
+            }
         };
         let request = Request::from_parts(parts, body);
         let mut response = upstream
             .forward(
                 request,
                 Forward {
-                    path_and_query: &path_and_query,
+                    path_and_query,
                     upgrade: handshake.is_some(),
                 },
                 &mut exchange.upstream,
@@ -1013,7 +1052,7 @@ fn limit_body(headers: &HeaderMap, body: &mut Body, limit: u64) -> Result<(), Ga
 
 /// The request's host, lower-case and without port: the URI authority (HTTP/2,
 /// absolute-form) or the `Host` header. `Ok(None)` when there is none (HTTP/1.0).
-fn request_host(request: &Request<Body>) -> Result<Option<String>, GatewayError> {
+fn request_host(request: &Request<Body>) -> Result<Option<Cow<'_, str>>, GatewayError> {
     let raw = match request.uri().host() {
         Some(host) => host,
         None => match request.headers().get(HOST) {
@@ -1021,12 +1060,28 @@ fn request_host(request: &Request<Body>) -> Result<Option<String>, GatewayError>
                 let text = value.to_str().map_err(|_| GatewayError::BadHost)?;
                 let authority =
                     http::uri::Authority::try_from(text).map_err(|_| GatewayError::BadHost)?;
-                return Ok(Some(authority.host().to_ascii_lowercase()));
+                // The host is the start of `text` (an authority has no userinfo in `Host`
+                // that parsed; `host()` is a prefix of it, brackets kept for IPv6).
+                let host = authority.host();
+                let host = text.get(..host.len()).filter(|h| *h == host);
+                return Ok(Some(match host {
+                    Some(host) => lower_case(host),
+                    None => Cow::Owned(authority.host().to_ascii_lowercase()),
+                }));
             }
             None => return Ok(None),
         },
     };
-    Ok(Some(raw.to_ascii_lowercase()))
+    Ok(Some(lower_case(raw)))
+}
+
+/// `text` in lower case, borrowed when it already is (nearly always: no allocation).
+fn lower_case(text: &str) -> Cow<'_, str> {
+    if text.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(text.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(text)
+    }
 }
 
 #[cfg(test)]
@@ -1062,11 +1117,7 @@ mock = { status = 204 }
     }
 
     fn conn() -> ConnInfo {
-        ConnInfo {
-            peer: "127.0.0.1:40000".parse().expect("addr"),
-            tls: false,
-            client_cert: None,
-        }
+        ConnInfo::new("127.0.0.1:40000".parse().expect("addr"), false, None)
     }
 
     async fn send(

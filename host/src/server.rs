@@ -507,19 +507,11 @@ async fn serve_stream(stream: TcpStream, peer: SocketAddr, ctx: AcceptCtx) {
                 .and_then(|chain| chain.first())
                 .and_then(|cert| crate::identity::ClientCert::from_der(cert))
                 .map(Arc::new);
-            let info = ConnInfo {
-                peer,
-                tls: true,
-                client_cert,
-            };
+            let info = ConnInfo::new(peer, true, client_cert);
             serve_connection(stream, info, !h2, &limits, ctx).await;
         }
         _ => {
-            let info = ConnInfo {
-                peer,
-                tls: false,
-                client_cert: None,
-            };
+            let info = ConnInfo::new(peer, false, None);
             serve_connection(stream, info, true, &limits, ctx).await;
         }
     }
@@ -567,8 +559,8 @@ async fn serve_connection<I>(
                         .map(|body| TrackedBody::new(body, guard, None)),
                     ListenerKind::Http | ListenerKind::Https => {
                         let gateway = shared.gateway();
-                        let (mut response, exchange) =
-                            gateway.serve(request.map(Body::stream), &info).await;
+                        let serve = gateway.serve(request.map(Body::stream), &info);
+                        let (mut response, exchange) = std::pin::pin!(serve).await;
                         if let Some(tunnel) = Switched::take(&mut response) {
                             *lock(&switched) = Some(tunnel);
                         }

@@ -425,12 +425,18 @@ impl UpstreamPool {
         h2: bool,
     ) -> Result<Request<Body>, GatewayError> {
         let t = &target.target;
-        let path = if t.base_path.is_empty() {
-            forward.path_and_query.to_owned()
-        } else {
-            format!("{}{}", t.base_path, forward.path_and_query)
+        // The client's own `PathAndQuery` when it is what goes upstream (no base path, a
+        // canonical path): a reference-counted clone instead of a new string.
+        let same = parts
+            .uri
+            .path_and_query()
+            .filter(|pq| t.base_path.is_empty() && pq.as_str() == forward.path_and_query);
+        let path = match same {
+            Some(same) => Ok(same.clone()),
+            None if t.base_path.is_empty() => PathAndQuery::try_from(forward.path_and_query),
+            None => PathAndQuery::try_from(format!("{}{}", t.base_path, forward.path_and_query)),
         };
-        let path = PathAndQuery::try_from(path).map_err(|e| GatewayError::UpstreamProtocol {
+        let path = path.map_err(|e| GatewayError::UpstreamProtocol {
             upstream: self.name.clone(),
             target: t.url.clone(),
             reason: format!("cannot build request path: {e}"),
