@@ -20,6 +20,8 @@ fn config(upstream: &TestUpstream, routes: &str) -> String {
         r#"
 [server]
 listen = "127.0.0.1:0"
+# One thread (a current-thread runtime): a looping filter must not stall the others.
+workers = 1
 
 [plugins.probe]
 path = "{probe}"

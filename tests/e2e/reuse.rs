@@ -21,6 +21,8 @@ fn config(upstream: &TestUpstream, reuse: u32) -> String {
 listen = "127.0.0.1:0"
 admin = "127.0.0.1:0"
 admin_token = "{TOKEN}"
+# One thread (a current-thread runtime): plugins run on the thread that serves.
+workers = 1
 
 [plugins.probe]
 path = "{probe}"
