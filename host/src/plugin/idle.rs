@@ -17,7 +17,10 @@
 //!
 //! Idle instances hold no concurrency permit but do hold their pool slot and memory; at
 //! most [`MAX_IDLE`] (and at most the plugin's `limits.concurrency`) are kept per plugin,
-//! the oldest dropped first.
+//! the oldest dropped first. The list fills only up to the most instances a plugin had in
+//! flight at once, which for a filter is every request waiting on its upstream: a cap
+//! below that (32 was tried) makes a loaded route evict and re-create instances on most
+//! requests, losing the gain.
 
 use std::sync::{Mutex, PoisonError};
 
@@ -30,7 +33,7 @@ use super::bindings::handler::Handler;
 use super::host::Host;
 
 /// The most idle instances kept per plugin.
-pub const MAX_IDLE: usize = 32;
+pub const MAX_IDLE: usize = 128;
 
 /// An instance's typed exports, by the role it was instantiated for.
 pub enum Bound {
