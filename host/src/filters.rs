@@ -280,7 +280,7 @@ impl FilterContext<'_> {
             && plugin::convert::append_added(
                 &mut parts.headers,
                 &changed.headers,
-                plugin::convert::REQUEST_RESERVED,
+                plugin::convert::reserved_in_request,
             )?;
         if !in_place {
             let framing = take_framing(&mut parts.headers);
@@ -324,7 +324,7 @@ fn apply_response(
         && plugin::convert::append_added(
             &mut parts.headers,
             &changed.headers,
-            plugin::convert::RESPONSE_RESERVED,
+            plugin::convert::reserved_in_response,
         )?;
     if !in_place {
         let framing = take_framing(&mut parts.headers);

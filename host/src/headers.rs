@@ -73,36 +73,29 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     for name in named {
         headers.remove(name);
     }
-    for name in [
-        &CONNECTION,
-        &KEEP_ALIVE,
-        &PROXY_CONNECTION,
-        &TE,
-        &TRAILER,
-        &TRANSFER_ENCODING,
-        &UPGRADE,
-        &PROXY_AUTHENTICATE,
-        &PROXY_AUTHORIZATION,
-    ] {
+    for name in HOP_BY_HOP {
         headers.remove(name);
     }
 }
 
+/// The fixed hop-by-hop headers of RFC 9110 §7.6.1, `Connection` (which may name more)
+/// included.
+static HOP_BY_HOP: [&HeaderName; 9] = [
+    &CONNECTION,
+    &KEEP_ALIVE,
+    &PROXY_CONNECTION,
+    &TE,
+    &TRAILER,
+    &TRANSFER_ENCODING,
+    &UPGRADE,
+    &PROXY_AUTHENTICATE,
+    &PROXY_AUTHORIZATION,
+];
+
 /// Whether `name` is one of the fixed hop-by-hop headers, or `Connection` (which may name
 /// more).
-fn is_hop_by_hop(name: &HeaderName) -> bool {
-    [
-        &CONNECTION,
-        &KEEP_ALIVE,
-        &PROXY_CONNECTION,
-        &TE,
-        &TRAILER,
-        &TRANSFER_ENCODING,
-        &UPGRADE,
-        &PROXY_AUTHENTICATE,
-        &PROXY_AUTHORIZATION,
-    ]
-    .contains(&name)
+pub fn is_hop_by_hop(name: &HeaderName) -> bool {
+    HOP_BY_HOP.contains(&name)
 }
 
 /// Whether `headers` ask for a WebSocket upgrade: `Connection` names `upgrade` and

@@ -8,7 +8,7 @@
 use std::net::IpAddr;
 
 use bytes::Bytes;
-use http::header::{CONTENT_LENGTH, HeaderName, HeaderValue};
+use http::header::{CONTENT_LENGTH, HeaderName, HeaderValue, TRANSFER_ENCODING};
 use http::{HeaderMap, StatusCode};
 
 use super::PluginError;
@@ -159,7 +159,7 @@ pub fn response(response: Response) -> Result<http::Response<Body>, PluginError>
 pub fn append_added(
     map: &mut HeaderMap,
     returned: &[(String, String)],
-    reserved: &[&str],
+    reserved: fn(&HeaderName) -> bool,
 ) -> Result<bool, PluginError> {
     if returned.len() < map.len() || returned.len() > MAX_RESPONSE_HEADERS {
         return Ok(false);
@@ -176,7 +176,7 @@ pub fn append_added(
     for (name, value) in added {
         let header = HeaderName::from_bytes(name.as_bytes())
             .map_err(|_| PluginError::BadOutput(format!("invalid header name {name:?}")))?;
-        if reserved.contains(&header.as_str()) {
+        if reserved(&header) {
             return Ok(false);
         }
         let value = HeaderValue::from_str(value)
@@ -191,22 +191,15 @@ pub fn append_added(
 
 /// The fields a filter's added headers may not name for [`append_added`]'s fast way on a
 /// request: the body's framing, which the gateway decides.
-pub const REQUEST_RESERVED: &[&str] = &["content-length", "transfer-encoding"];
+pub fn reserved_in_request(name: &HeaderName) -> bool {
+    *name == CONTENT_LENGTH || *name == TRANSFER_ENCODING
+}
 
-/// The same on a response: framing and every hop-by-hop field (RFC 9110 §7.6.1), which
-/// the full way strips from what a plugin returns.
-pub const RESPONSE_RESERVED: &[&str] = &[
-    "content-length",
-    "transfer-encoding",
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "upgrade",
-    "proxy-authenticate",
-    "proxy-authorization",
-];
+/// The same on a response: framing and every hop-by-hop field, which the full way strips
+/// from what a plugin returns.
+pub fn reserved_in_response(name: &HeaderName) -> bool {
+    *name == CONTENT_LENGTH || crate::headers::is_hop_by_hop(name)
+}
 
 /// Header pairs from a plugin as a [`HeaderMap`], checked.
 pub fn header_map(pairs: Vec<(String, String)>) -> Result<HeaderMap, PluginError> {
@@ -273,12 +266,12 @@ mod tests {
         map.insert("host", HeaderValue::from_static("h"));
         let given = headers(&map);
 
-        assert!(append_added(&mut map, &given, REQUEST_RESERVED).expect("valid"));
+        assert!(append_added(&mut map, &given, reserved_in_request).expect("valid"));
         assert_eq!(headers(&map), given, "unchanged");
 
         let mut more = given.clone();
         more.extend(pairs(&[("x-new", "v"), ("x-a", "3")]));
-        assert!(append_added(&mut map, &more, REQUEST_RESERVED).expect("valid"));
+        assert!(append_added(&mut map, &more, reserved_in_request).expect("valid"));
         assert_eq!(map.get_all("x-a").iter().count(), 3);
         assert_eq!(map["x-new"], "v");
     }
@@ -296,13 +289,13 @@ mod tests {
             pairs(&[("x-a", "1"), ("host", "h"), ("content-length", "5")]),
             pairs(&[("x-a", "1"), ("host", "h"), ("Connection", "close")]),
         ] {
-            let reserved = RESPONSE_RESERVED;
+            let reserved = reserved_in_response;
             assert!(!append_added(&mut map, &returned, reserved).expect("no error"));
             assert_eq!(headers(&map), before, "untouched for {returned:?}");
         }
         let invalid = pairs(&[("x-a", "1"), ("host", "h"), ("bad name", "x")]);
         assert!(matches!(
-            append_added(&mut map, &invalid, REQUEST_RESERVED),
+            append_added(&mut map, &invalid, reserved_in_request),
             Err(PluginError::BadOutput(_))
         ));
         assert_eq!(headers(&map), before);
