@@ -132,13 +132,10 @@ fn decode_hex<const N: usize>(text: &str) -> Option<[u8; N]> {
 }
 
 fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        out.push(DIGITS[usize::from(b >> 4)] as char);
-        out.push(DIGITS[usize::from(b & 0xf)] as char);
-    }
-    out
+    let mut out = vec![b'0'; bytes.len() * 2];
+    write_hex(bytes, &mut out);
+    // Hex digits are ASCII: always UTF-8.
+    String::from_utf8(out).unwrap_or_default()
 }
 
 /// Writes `bytes` as lower-case hex digits into `out` (two per byte; extra room is left
