@@ -1,9 +1,11 @@
 //! The `request_filters` and `response_filters` phases: a route's Wasm filters, in order
 //! on the request and in reverse order on the response.
 //!
-//! Each filter's `on-request` runs in a fresh instance; unless it answers the request
-//! itself, that instance is kept ([`FilterInstance`]) and runs the same filter's
-//! `on-response` for this request, so a filter can carry state from one to the other.
+//! Each filter's `on-request` runs in a fresh instance (or a kept one, with
+//! `requests_per_instance`); when it answers `continue`, that instance is kept
+//! ([`FilterInstance`]) and runs the same filter's `on-response` for this request, so a
+//! filter can carry state from one to the other. A filter that answers
+//! `continue-without-response` is done: its `on-response` is not called.
 //! When a filter answers (`respond`), the filters before it still see that response on
 //! its way out (Envoy's local replies work the same way); the ones after it never ran.
 //!
@@ -127,7 +129,8 @@ impl FilterContext<'_> {
                 .await
                 .and_then(|(outcome, instance)| {
                     match outcome {
-                        RequestOutcome::Continue(changed) => self
+                        RequestOutcome::Continue(changed)
+                        | RequestOutcome::ContinueWithoutResponse(changed) => self
                             .apply_request(changed, &mut parts, &path, given)
                             .map(|applied| Step::Go(applied, instance)),
                         RequestOutcome::Respond(response) => {

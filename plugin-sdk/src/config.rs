@@ -2,9 +2,9 @@
 //! reaches the plugin as a JSON object, deserialized into a type of the plugin's own.
 //!
 //! The role traits ([`Handler`](crate::Handler), [`Filter`](crate::Filter),
-//! [`Authorizer`](crate::Authorizer)) do this for the plugin type itself before every
-//! call, and answer with [`misconfigured`] when it fails; [`get`] is for code that wants
-//! the configuration some other way.
+//! [`Authorizer`](crate::Authorizer)) do this for the plugin type itself before an
+//! instance's first call, and answer with [`misconfigured`] when it fails; [`get`] is for
+//! code that wants the configuration some other way.
 
 use std::fmt;
 

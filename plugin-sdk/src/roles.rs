@@ -3,9 +3,17 @@
 //! [`export_filter!`](crate::export_filter), [`export_authorizer!`](crate::export_authorizer)).
 //!
 //! A plugin type is built from its configuration: the glue deserializes the `config`
-//! table of the use into the type before the call (the type derives `Deserialize`), and
-//! a configuration that does not fit answers [`config::misconfigured`] (a 500 JSON error;
-//! an authorizer denies with it) instead of calling the plugin.
+//! table of the use into the type before the first call of an instance (the type derives
+//! `Deserialize`), and a configuration that does not fit answers
+//! [`config::misconfigured`] (a 500 JSON error; an authorizer denies with it) instead of
+//! calling the plugin.
+//!
+//! The value then lives as long as its instance. An instance serves one use of the
+//! plugin, so one configuration, and by default one request: the value is built once per
+//! request. With `requests_per_instance` (the operator's opt-in to reuse instances) it
+//! also serves that instance's later requests, and is not built again: a plugin must set
+//! any per-request state it keeps in `self` when the request starts (a filter in
+//! `on_request`), not rely on a fresh value.
 
 use std::any::Any;
 use std::cell::RefCell;
@@ -18,7 +26,7 @@ use crate::{Decision, Request, RequestOutcome, Response, config};
 
 /// A plugin that produces the response of a route (`handler = { plugin = "NAME" }`).
 ///
-/// Runs once per request, in a fresh instance.
+/// Runs once per request.
 pub trait Handler: DeserializeOwned + 'static {
     /// Answers the request. A handler's `None` body is an empty body.
     fn handle(&self, request: Request) -> Response;
@@ -28,9 +36,12 @@ pub trait Handler: DeserializeOwned + 'static {
 /// (`filters = [{ plugin = "NAME" }]`).
 ///
 /// A route's filters run in order on the request and in reverse order on the response.
-/// Both calls for one request use the same value of the plugin type (built once from
-/// the configuration), so `on_request` may leave state in `self` for `on_response`.
-/// Both methods default to changing nothing.
+/// Both calls for one request use the same value of the plugin type (built from the
+/// configuration, see the [module docs](self) for how long it lives), so `on_request`
+/// may leave state in `self` for `on_response`.
+/// Both methods default to changing nothing. A filter with nothing to do on responses
+/// says so with [`wants_response`](Filter::wants_response), and costs one call per
+/// request instead of two.
 pub trait Filter: DeserializeOwned + 'static {
     /// Called with the request before the integration: go on with a (possibly changed)
     /// request, or answer here (then `on_response` is not called).
@@ -48,6 +59,15 @@ pub trait Filter: DeserializeOwned + 'static {
     /// does not ask for bodies.
     fn on_response(&mut self, response: Response) -> Response {
         response
+    }
+
+    /// Whether [`on_response`](Filter::on_response) has anything to do for this request,
+    /// asked after `on_request` let it go on. Answering `false` spares the gateway the
+    /// `on-response` call (the SDK answers `continue-without-response`): a filter that
+    /// only changes requests, or whose configuration has nothing for responses, should.
+    /// Defaults to `true`.
+    fn wants_response(&self) -> bool {
+        true
     }
 }
 
@@ -67,60 +87,65 @@ pub trait Authorizer: DeserializeOwned + 'static {
 pub struct Export<P>(PhantomData<P>);
 
 thread_local! {
-    /// The plugin value built by a filter's `on_request`, kept for its `on_response`
-    /// (both calls run in one instance; the next request gets a fresh one).
-    static FILTER: RefCell<Option<Box<dyn Any>>> = const { RefCell::new(None) };
+    /// This instance's plugin value, built by its first call (see the module docs).
+    static PLUGIN: RefCell<Option<Box<dyn Any>>> = const { RefCell::new(None) };
 }
 
-/// Builds the plugin from the use's configuration, or the answer to give when it does
-/// not fit.
-fn load<P: DeserializeOwned>() -> Result<P, Response> {
-    config::get::<P>().map_err(|err| config::misconfigured(&err))
+/// Runs `call` with this instance's plugin value, built from the use's configuration
+/// first when there is none yet; or the answer to give when the configuration does not
+/// fit (nothing is kept then: the next call tries again and answers the same).
+///
+/// The configuration is read once per instance: an instance only ever serves one use,
+/// so its `config.get` cannot change (the WIT says so).
+fn with_plugin<P: DeserializeOwned + 'static, R>(
+    call: impl FnOnce(&mut P) -> R,
+) -> Result<R, Response> {
+    // Out of the slot while the plugin runs: nothing it calls can see the slot borrowed.
+    let kept = PLUGIN
+        .with(|slot| slot.borrow_mut().take())
+        .and_then(|kept| kept.downcast::<P>().ok());
+    let mut plugin = match kept {
+        Some(plugin) => plugin,
+        None => Box::new(config::get::<P>().map_err(|err| config::misconfigured(&err))?),
+    };
+    let result = call(&mut plugin);
+    PLUGIN.with(|slot| *slot.borrow_mut() = Some(plugin));
+    Ok(result)
+}
+
+/// Forgets the plugin value: the native `testing` host starts a new "instance" when a
+/// test changes the configuration.
+#[cfg(not(target_arch = "wasm32"))]
+pub(crate) fn forget_plugin() {
+    PLUGIN.with(|slot| *slot.borrow_mut() = None);
 }
 
 impl<P: Handler> handler::Guest for Export<P> {
     fn handle(request: Request) -> Response {
-        match load::<P>() {
-            Ok(plugin) => plugin.handle(request),
-            Err(response) => response,
-        }
+        with_plugin(|plugin: &mut P| plugin.handle(request)).unwrap_or_else(|response| response)
     }
 }
 
 impl<P: Authorizer> authorizer::Guest for Export<P> {
     fn authorize(request: Request) -> Decision {
-        match load::<P>() {
-            Ok(plugin) => plugin.authorize(request),
-            Err(response) => Decision::Deny(response),
-        }
+        with_plugin(|plugin: &mut P| plugin.authorize(request)).unwrap_or_else(Decision::Deny)
     }
 }
 
 impl<P: Filter> filter::Guest for Export<P> {
     fn on_request(request: Request) -> RequestOutcome {
-        let mut plugin = match load::<P>() {
-            Ok(plugin) => plugin,
-            Err(response) => return RequestOutcome::Respond(response),
-        };
-        let outcome = plugin.on_request(request);
-        FILTER.with(|slot| *slot.borrow_mut() = Some(Box::new(plugin)));
-        outcome
+        with_plugin(|plugin: &mut P| match plugin.on_request(request) {
+            RequestOutcome::Continue(request) if !plugin.wants_response() => {
+                RequestOutcome::ContinueWithoutResponse(request)
+            }
+            outcome => outcome,
+        })
+        .unwrap_or_else(RequestOutcome::Respond)
     }
 
     fn on_response(response: Response) -> Response {
-        // Kept by `on_request`; built again if it was not (a host that calls
-        // `on_response` alone).
-        let kept = FILTER
-            .with(|slot| slot.borrow_mut().take())
-            .and_then(|kept| kept.downcast::<P>().ok());
-        let mut plugin = match kept {
-            Some(plugin) => *plugin,
-            None => match load::<P>() {
-                Ok(plugin) => plugin,
-                Err(response) => return response,
-            },
-        };
-        plugin.on_response(response)
+        with_plugin(|plugin: &mut P| plugin.on_response(response))
+            .unwrap_or_else(|misconfigured| misconfigured)
     }
 }
 
@@ -160,6 +185,20 @@ mod tests {
     #[derive(Deserialize)]
     struct Passive;
 
+    /// Changes requests only.
+    #[derive(Deserialize)]
+    struct RequestOnly;
+
+    impl Filter for RequestOnly {
+        fn on_request(&mut self, request: Request) -> RequestOutcome {
+            RequestOutcome::Continue(request.with_header("x-seen", "1"))
+        }
+
+        fn wants_response(&self) -> bool {
+            false
+        }
+    }
+
     impl Filter for Passive {}
 
     #[derive(Deserialize)]
@@ -174,15 +213,44 @@ mod tests {
     }
 
     #[test]
-    fn a_filter_keeps_its_value_from_request_to_response() {
+    fn a_filter_keeps_its_value_for_the_life_of_its_instance() {
         testing::reset();
         let outcome = testing::on_request::<Counting>(Request::new("GET", "/"));
         assert!(matches!(outcome, RequestOutcome::Continue(_)));
         let response = testing::on_response::<Counting>(Response::new(200));
         assert_eq!(response.header("x-calls"), Some("2"));
-        // A response without a request before it builds the filter afresh.
-        let alone = testing::on_response::<Counting>(Response::new(200));
-        assert_eq!(alone.header("x-calls"), Some("1"));
+        // A next request in the same instance (a reused one) gets the same value ...
+        testing::on_request::<Counting>(Request::new("GET", "/"));
+        let response = testing::on_response::<Counting>(Response::new(200));
+        assert_eq!(response.header("x-calls"), Some("4"));
+        // ... and a new instance (here: a reset, or a new configuration) a new one.
+        testing::reset();
+        testing::on_request::<Counting>(Request::new("GET", "/"));
+        let response = testing::on_response::<Counting>(Response::new(200));
+        assert_eq!(response.header("x-calls"), Some("2"));
+    }
+
+    #[test]
+    fn the_configuration_is_read_once_per_instance() {
+        testing::reset();
+        testing::set_config(&json!({ "word": "first" }));
+        let first = testing::handle::<Echo>(Request::new("GET", "/"));
+        assert_eq!(first.text_body().ok(), Some("first"));
+        // The gateway never changes an instance's configuration; the `testing` host
+        // models a new one as a new instance, which builds the value again.
+        testing::set_config(&json!({ "word": "second" }));
+        let second = testing::handle::<Echo>(Request::new("GET", "/"));
+        assert_eq!(second.text_body().ok(), Some("second"));
+    }
+
+    #[test]
+    fn a_filter_that_wants_no_response_answers_continue_without_response() {
+        testing::reset();
+        let outcome = testing::on_request::<RequestOnly>(Request::new("GET", "/"));
+        let RequestOutcome::ContinueWithoutResponse(request) = outcome else {
+            panic!("expected continue-without-response, got {outcome:?}");
+        };
+        assert_eq!(request.header("x-seen"), Some("1"));
     }
 
     #[test]

@@ -56,22 +56,27 @@ thread_local! {
     static HOST: RefCell<Host> = RefCell::new(Host::default());
 }
 
-/// Forgets this thread's configuration, log, store and outbound responder.
+/// Forgets this thread's configuration, log, store, outbound responder and plugin value
+/// (a new instance, as far as the plugin can tell).
 pub fn reset() {
     HOST.with(|host| *host.borrow_mut() = Host::default());
+    crate::roles::forget_plugin();
 }
 
 /// Sets the configuration `config.get` returns (as the `config` table of a use would).
 /// A value that does not serialize leaves `{}`.
 pub fn set_config(config: &impl Serialize) {
     let json = serde_json::to_string(config).unwrap_or_else(|_| "{}".to_owned());
-    HOST.with(|host| host.borrow_mut().config = Some(json));
+    set_raw_config(&json);
 }
 
 /// Sets the configuration `config.get` returns to this exact text (to test how a plugin
 /// takes configuration that is not even JSON).
 pub fn set_raw_config(json: &str) {
     HOST.with(|host| host.borrow_mut().config = Some(json.to_owned()));
+    // The gateway never changes an instance's configuration: a new one is a new
+    // instance, whose plugin value is built afresh.
+    crate::roles::forget_plugin();
 }
 
 /// The lines logged on this thread so far.
@@ -104,7 +109,8 @@ pub fn authorize<P: Authorizer>(request: Request) -> Decision {
 }
 
 /// Calls filter `P`'s `on_request` as the gateway does (the value built for it is kept
-/// for the next [`on_response`] on this thread).
+/// for the next calls on this thread, as an instance keeps it, until [`reset`] or a new
+/// configuration).
 ///
 /// # Panics
 ///
@@ -113,7 +119,9 @@ pub fn authorize<P: Authorizer>(request: Request) -> Decision {
 pub fn on_request<P: Filter>(request: Request) -> RequestOutcome {
     let given_body = request.body.is_some();
     let outcome = <Export<P> as filter::Guest>::on_request(request);
-    if let RequestOutcome::Continue(request) = &outcome {
+    if let RequestOutcome::Continue(request) | RequestOutcome::ContinueWithoutResponse(request) =
+        &outcome
+    {
         assert!(
             given_body || request.body.is_none(),
             "the filter returned a request body although it was given none: \
@@ -124,7 +132,7 @@ pub fn on_request<P: Filter>(request: Request) -> RequestOutcome {
 }
 
 /// Calls filter `P`'s `on_response` as the gateway does, with the value the last
-/// [`on_request`] on this thread built.
+/// [`on_request`] on this thread used.
 pub fn on_response<P: Filter>(response: Response) -> Response {
     <Export<P> as filter::Guest>::on_response(response)
 }

@@ -83,6 +83,38 @@ filters = [{}, {}]
 }
 
 #[tokio::test]
+async fn a_filter_that_answers_continue_without_response_is_not_called_on_the_way_out() {
+    let upstream = TestUpstream::echo().await;
+    let gateway = start(&config(
+        &upstream,
+        &format!(
+            r#"
+[[routes]]
+path = "/things"
+upstream = "backend"
+filters = [{}, {}, {}]
+"#,
+            filter("a", ""),
+            filter("b", "request-only"),
+            filter("c", "")
+        ),
+    ));
+    let response = client()
+        .get(gateway.url("/things"))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(response.status(), 200);
+    let headers = response.headers().clone();
+    // `b` changed the request, then was done: only `c` and `a` ran on the way out.
+    assert_eq!(headers["x-chain-out"], "c,a");
+    assert!(!headers.contains_key("x-count-b"));
+    let echo: serde_json::Value = response.json().await.expect("json");
+    assert_eq!(echo["headers"]["x-chain"], "a,b,c");
+    assert_eq!(echo["headers"]["x-requests-b"], "1");
+}
+
+#[tokio::test]
 async fn a_filter_can_answer_and_earlier_filters_see_its_response() {
     let upstream = TestUpstream::echo().await;
     let gateway = start(&config(

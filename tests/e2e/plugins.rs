@@ -444,7 +444,7 @@ fn plugin_inspect_shows_roles_exports_imports_and_digest() {
     );
     assert!(stdout.contains("exports:\n    handle\n"), "{stdout}");
     assert!(
-        stdout.contains("weir:plugin/kv@0.1.0 (interface)"),
+        stdout.contains("weir:plugin/kv@0.2.0 (interface)"),
         "{stdout}"
     );
     let size = std::fs::metadata(hello).expect("size").len();

@@ -1,7 +1,8 @@
 //! `requests_per_instance`: the explicit opt-in to reuse a plugin's instances. An instance
 //! serves up to that many requests of one use, carrying its memory from one to the next,
 //! then a fresh one takes over; a failed call discards its instance; instances are kept
-//! per use (role and config); authorizers and handlers reuse too. The counts come from the
+//! per use (role and config); a filter done after `on-request` is kept too; authorizers
+//! and handlers reuse too. The counts come from the
 //! probe filter's in-memory counter and from `/plugins` and `/metrics`.
 
 use crate::guests::guests;
@@ -54,6 +55,11 @@ filters = [{{ plugin = "probe", config = {{ name = "a" }} }}]
 path = "/two"
 upstream = "backend"
 filters = [{{ plugin = "probe", config = {{ name = "b" }} }}]
+
+[[routes]]
+path = "/three"
+upstream = "backend"
+filters = [{{ plugin = "probe", config = {{ name = "c", mode = "request-only" }} }}]
 
 [[routes]]
 path = "/authorized"
@@ -125,6 +131,34 @@ async fn an_instance_serves_requests_per_instance_requests_then_a_fresh_one_take
         sample(&text, r#"weir_plugin_instances_idle{plugin="probe"}"#),
         Some(1.0)
     );
+}
+
+#[tokio::test]
+async fn a_filter_done_after_on_request_goes_back_to_the_idle_list() {
+    let upstream = TestUpstream::echo().await;
+    let gateway = start(&config(&upstream, 2));
+    let mut counts = Vec::new();
+    for _ in 0..3 {
+        let response = client()
+            .get(gateway.url("/three"))
+            .send()
+            .await
+            .expect("get");
+        assert_eq!(response.status(), 200);
+        assert!(!response.headers().contains_key("x-chain-out"));
+        let echo: serde_json::Value = response.json().await.expect("json");
+        counts.push(echo["headers"]["x-requests-c"].as_str().map(str::to_owned));
+    }
+    // `continue-without-response` ends the instance's request after one call; it is kept
+    // for the next request all the same.
+    assert_eq!(
+        counts,
+        [Some("1".into()), Some("2".into()), Some("1".into())]
+    );
+    let probe = plugin(&gateway, "probe").await;
+    assert_eq!(probe["calls"]["on-request"], 3);
+    assert_eq!(probe["calls"]["on-response"], 0);
+    assert_eq!(probe["instances_created"], 2);
 }
 
 #[tokio::test]

@@ -649,9 +649,9 @@ impl Plugin {
     }
 
     /// The `filter` role on the way in: a fresh instance (or a kept one, see [`idle`])
-    /// runs `on-request`. Unless the filter answered the request itself, the instance
-    /// comes back to run `on-response` of the same request
-    /// ([`FilterInstance::on_response`]).
+    /// runs `on-request`. When the filter answered `continue`, the instance comes back
+    /// to run `on-response` of the same request ([`FilterInstance::on_response`]); after
+    /// `continue-without-response` or `respond` it is done with the request.
     pub async fn on_request(
         self: &Arc<Self>,
         call: CallInfo,
@@ -676,7 +676,7 @@ impl Plugin {
             .await?;
         let instance = match outcome {
             RequestOutcome::Continue(_) => Some(FilterInstance { call, instance }),
-            RequestOutcome::Respond(_) => {
+            RequestOutcome::ContinueWithoutResponse(_) | RequestOutcome::Respond(_) => {
                 // The request is over for this instance: no `on-response` call.
                 call.done(Bound::Filter(instance));
                 None

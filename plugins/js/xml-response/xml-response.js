@@ -17,8 +17,8 @@
 //   negotiate convert only when the client accepts XML      default false
 // A config that does not fit is logged and answered `500 {"message": "plugin misconfigured"}`.
 
-import { get as getConfig } from 'weir:plugin/config@0.1.0';
-import { write as log } from 'weir:plugin/log@0.1.0';
+import { get as getConfig } from 'weir:plugin/config@0.2.0';
+import { write as log } from 'weir:plugin/log@0.2.0';
 
 // What `on-request` learnt about this request, for `on-response`.
 let clientWantsXml = true;

@@ -22,13 +22,14 @@ class WitWorld(wit_world.WitWorld):
         except rules.ConfigError as e:
             return misconfigured(f"invalid config: {e}")
         if not ruleset.applies_to(request.method):
-            return wit_world.RequestOutcome_Continue(request)
+            # Nothing to do on the way out either: no `on-response` call.
+            return wit_world.RequestOutcome_ContinueWithoutResponse(request)
         if request.body is None:
             return misconfigured("no request body: the use needs `body = true`")
 
         problems = rules.check(ruleset, request.body)
         if not problems:
-            return wit_world.RequestOutcome_Continue(request)
+            return wit_world.RequestOutcome_ContinueWithoutResponse(request)
 
         log.write(
             log.Level.INFO,
@@ -37,6 +38,8 @@ class WitWorld(wit_world.WitWorld):
         return respond(400, {"message": "invalid request body", "problems": problems})
 
     def on_response(self, response: Response) -> Response:
+        # Not called: `on_request` answers `continue-without-response`. The `filter`
+        # world exports it all the same.
         return response
 
 

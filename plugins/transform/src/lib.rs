@@ -80,6 +80,11 @@ impl Filter for Transform {
         }
         response
     }
+
+    /// A use with no response rules costs one call per request, not two.
+    fn wants_response(&self) -> bool {
+        !self.rules.response.is_empty()
+    }
 }
 
 weir_plugin::export_filter!(Transform);
@@ -126,7 +131,8 @@ mod tests {
 
     fn continued(outcome: RequestOutcome) -> Request {
         match outcome {
-            RequestOutcome::Continue(request) => request,
+            RequestOutcome::Continue(request)
+            | RequestOutcome::ContinueWithoutResponse(request) => request,
             RequestOutcome::Respond(response) => panic!("answered {}", response.status),
         }
     }
@@ -134,7 +140,10 @@ mod tests {
     fn responded(outcome: RequestOutcome) -> Response {
         match outcome {
             RequestOutcome::Respond(response) => response,
-            RequestOutcome::Continue(request) => panic!("let {} through", request.path),
+            RequestOutcome::Continue(request)
+            | RequestOutcome::ContinueWithoutResponse(request) => {
+                panic!("let {} through", request.path)
+            }
         }
     }
 
@@ -258,8 +267,19 @@ mod tests {
     fn runs_through_the_export_with_the_use_config() {
         testing::reset();
         testing::set_config(&json!({ "request": { "headers": { "set": { "x-a": "1" } } } }));
-        let out = continued(testing::on_request::<Transform>(Request::new("GET", "/")));
-        assert_eq!(out.header("x-a"), Some("1"));
+        let outcome = testing::on_request::<Transform>(Request::new("GET", "/"));
+        // No response rules: the gateway need not call `on-response`.
+        assert!(matches!(
+            outcome,
+            RequestOutcome::ContinueWithoutResponse(_)
+        ));
+        assert_eq!(continued(outcome).header("x-a"), Some("1"));
+
+        testing::set_config(&json!({ "response": { "headers": { "set": { "x-b": "2" } } } }));
+        let outcome = testing::on_request::<Transform>(Request::new("GET", "/"));
+        assert!(matches!(outcome, RequestOutcome::Continue(_)));
+        let response = testing::on_response::<Transform>(Response::new(200));
+        assert_eq!(response.header("x-b"), Some("2"));
 
         testing::set_config(&json!({ "request": { "headers": { "sett": {} } } }));
         let refused = responded(testing::on_request::<Transform>(Request::new("GET", "/")));

@@ -50,6 +50,13 @@ pub(crate) struct ResponseRules {
     pub(crate) body: BodyRules,
 }
 
+impl ResponseRules {
+    /// Whether there is nothing to do to a response.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.status_map.is_empty() && self.headers.is_empty() && self.body.is_empty()
+    }
+}
+
 /// What to do to header fields: rename, then remove, then set.
 #[derive(Debug, Default, Deserialize)]
 #[serde(try_from = "RawHeaderRules")]
@@ -93,6 +100,11 @@ impl TryFrom<RawHeaderRules> for HeaderRules {
 }
 
 impl HeaderRules {
+    /// Whether there are no rules.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.rename.is_empty() && self.remove.is_empty() && self.set.is_empty()
+    }
+
     /// Applies the rules to a header list.
     pub(crate) fn apply(&self, list: &mut Headers) {
         for (from, to) in &self.rename {

@@ -61,7 +61,9 @@ impl Guest for Hostile {
                     request.path,
                     request.query,
                     request.params,
-                    request.body.map(|b| String::from_utf8_lossy(&b).into_owned()),
+                    request
+                        .body
+                        .map(|b| String::from_utf8_lossy(&b).into_owned()),
                     request.client_addr,
                 ),
             ),

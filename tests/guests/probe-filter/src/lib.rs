@@ -19,7 +19,10 @@
 //!   request with an `x-probe-trap` header panics in `on-request`);
 //! - `"loop-request"`: never returns from `on-request`;
 //! - `"bad-header"`: returns an invalid header name from `on-request`;
-//! - `"body-without-asking"`: returns a request body although it was given none.
+//! - `"body-without-asking"`: returns a request body although it was given none;
+//! - `"request-only"`: answers `continue-without-response` (its `on-response` must not
+//!   run: it would show in `x-chain-out`), after setting the request header
+//!   `x-requests-NAME` to the number of `on-request` calls this instance has served.
 
 use std::cell::RefCell;
 
@@ -35,6 +38,8 @@ thread_local! {
     static SAW: RefCell<Option<String>> = const { RefCell::new(None) };
     /// `on-response` calls in this instance.
     static COUNT: RefCell<u32> = const { RefCell::new(0) };
+    /// `on-request` calls in this instance (mode `request-only`).
+    static REQUESTS: RefCell<u32> = const { RefCell::new(0) };
 }
 
 /// The string value of `"key":"..."` in a flat JSON object (test configs only).
@@ -84,7 +89,9 @@ impl Guest for Probe {
             let seen = format!("{};{}", cert.subject, cert.sans.join(","));
             request.headers.push(("x-tls-client".to_owned(), seen));
             let fingerprint = cert.fingerprint_sha256.clone();
-            request.headers.push(("x-tls-fingerprint".to_owned(), fingerprint));
+            request
+                .headers
+                .push(("x-tls-fingerprint".to_owned(), fingerprint));
         }
         match mode.as_str() {
             "respond" => {
@@ -114,6 +121,16 @@ impl Guest for Probe {
                 .headers
                 .push(("bad header".to_owned(), "x".to_owned())),
             "body-without-asking" => request.body = Some(b"sneaky".to_vec()),
+            "request-only" => {
+                let served = REQUESTS.with(|requests| {
+                    *requests.borrow_mut() += 1;
+                    *requests.borrow()
+                });
+                request
+                    .headers
+                    .push((format!("x-requests-{name}"), served.to_string()));
+                return RequestOutcome::ContinueWithoutResponse(request);
+            }
             _ => {}
         }
         RequestOutcome::Continue(request)
