@@ -5,7 +5,10 @@
 //! `requests_per_instance`); when it answers `continue`, that instance is kept
 //! ([`FilterInstance`]) and runs the same filter's `on-response` for this request, so a
 //! filter can carry state from one to the other. A filter that answers
-//! `continue-without-response` is done: its `on-response` is not called.
+//! `continue-without-response` is done: its `on-response` is not called. A use's `phases`
+//! can leave out either call: with `["request"]` the instance is done after `on-request`;
+//! with `["response"]` no `on-request` runs and `on-response` gets an instance of its own
+//! when the response is there.
 //! When a filter answers (`respond`), the filters before it still see that response on
 //! its way out (Envoy's local replies work the same way); the ones after it never ran.
 //!
@@ -54,9 +57,10 @@ pub struct FilterContext<'a> {
     pub paths: &'a PathOptions,
 }
 
-/// A filter that ran `on-request` and whose `on-response` is due.
+/// A filter whose `on-response` is due: in the instance that ran its `on-request`, or,
+/// for a use with `phases = ["response"]`, in one taken when the response is there.
 pub struct Pending<'u> {
-    instance: FilterInstance,
+    instance: Option<FilterInstance>,
     use_: &'u PluginUse,
 }
 
@@ -114,6 +118,14 @@ impl FilterContext<'_> {
             let Some(plugin) = self.plugins.get(use_.plugin) else {
                 return Err(GatewayError::NoRoute);
             };
+            if !use_.phases.request {
+                // `phases = ["response"]`: nothing to do on the way in.
+                pending.push(Pending {
+                    instance: None,
+                    use_,
+                });
+                continue;
+            }
             let (mut parts, body) = request.into_parts();
             let (body, given) = if use_.body {
                 let bytes =
@@ -147,8 +159,14 @@ impl FilterContext<'_> {
                     }
                     let body = new_body.map_or(body, Body::full);
                     request = Request::from_parts(parts, body);
-                    if let Some(instance) = instance {
-                        pending.push(Pending { instance, use_ });
+                    match instance {
+                        Some(instance) if use_.phases.response => pending.push(Pending {
+                            instance: Some(instance),
+                            use_,
+                        }),
+                        // `phases = ["request"]`: done after `on-request`, whatever it said.
+                        Some(instance) => instance.release(),
+                        None => {}
                     }
                 }
                 Ok(Step::Answer(response)) => return Ok(Inbound::Respond { response, pending }),
@@ -176,7 +194,13 @@ impl FilterContext<'_> {
             return Ok(response);
         }
         for Pending { instance, use_ } in pending.into_iter().rev() {
-            let plugin = instance.plugin().clone();
+            let plugin = match &instance {
+                Some(instance) => instance.plugin().clone(),
+                None => match self.plugins.get(use_.plugin) {
+                    Some(plugin) => plugin.clone(),
+                    None => return Err(GatewayError::NoRoute),
+                },
+            };
             let (mut parts, body) = response.into_parts();
             let (body, given) = if use_.body {
                 let bytes = buffer_response(&parts.headers, body, self.limit(use_)).await?;
@@ -189,7 +213,11 @@ impl FilterContext<'_> {
                 headers: plugin::convert::headers(&parts.headers),
                 body: given.as_ref().map(|bytes| bytes.to_vec()),
             };
-            let outcome = instance.on_response(wit).await.and_then(|changed| {
+            let called = match instance {
+                Some(instance) => instance.on_response(wit).await,
+                None => plugin.on_response(self.call_info(&plugin, use_), wit).await,
+            };
+            let outcome = called.and_then(|changed| {
                 apply_response(changed, &mut parts)
                     .inspect_err(|error| plugin.stats().output_refused(error))
             });

@@ -115,6 +115,39 @@ filters = [{}, {}, {}]
 }
 
 #[tokio::test]
+async fn phases_leave_out_a_filters_on_request_or_its_on_response() {
+    let upstream = TestUpstream::echo().await;
+    let gateway = start(&config(
+        &upstream,
+        r#"
+[[routes]]
+path = "/things"
+upstream = "backend"
+filters = [
+  { plugin = "probe", phases = ["response"], config = { name = "a" } },
+  { plugin = "probe", phases = ["request"], config = { name = "b" } },
+]
+"#,
+    ));
+    let response = client()
+        .get(gateway.url("/things"))
+        .header("x-tag", "t")
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(response.status(), 200);
+    let headers = response.headers().clone();
+    // Only `a` on the way out, in an instance that never saw the request.
+    assert_eq!(headers["x-chain-out"], "a");
+    assert_eq!(headers["x-saw-a"], "");
+    assert_eq!(headers["x-count-a"], "1");
+    assert!(!headers.contains_key("x-count-b"));
+    // Only `b` on the way in.
+    let echo: serde_json::Value = response.json().await.expect("json");
+    assert_eq!(echo["headers"]["x-chain"], "b");
+}
+
+#[tokio::test]
 async fn a_filter_can_answer_and_earlier_filters_see_its_response() {
     let upstream = TestUpstream::echo().await;
     let gateway = start(&config(

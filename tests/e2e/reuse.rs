@@ -62,6 +62,11 @@ upstream = "backend"
 filters = [{{ plugin = "probe", config = {{ name = "c", mode = "request-only" }} }}]
 
 [[routes]]
+path = "/four"
+upstream = "backend"
+filters = [{{ plugin = "probe", phases = ["response"], config = {{ name = "d" }} }}]
+
+[[routes]]
 path = "/authorized"
 upstream = "backend"
 authorizer = "uncached"
@@ -158,6 +163,31 @@ async fn a_filter_done_after_on_request_goes_back_to_the_idle_list() {
     let probe = plugin(&gateway, "probe").await;
     assert_eq!(probe["calls"]["on-request"], 3);
     assert_eq!(probe["calls"]["on-response"], 0);
+    assert_eq!(probe["instances_created"], 2);
+}
+
+#[tokio::test]
+async fn a_response_only_filter_reuses_its_instances_too() {
+    let upstream = TestUpstream::echo().await;
+    let gateway = start(&config(&upstream, 2));
+    let mut counts = Vec::new();
+    for _ in 0..3 {
+        let response = client()
+            .get(gateway.url("/four"))
+            .send()
+            .await
+            .expect("get");
+        assert_eq!(response.status(), 200);
+        let count = response.headers().get("x-count-d").cloned();
+        counts.push(count.map(|v| v.to_str().expect("ascii").to_owned()));
+    }
+    assert_eq!(
+        counts,
+        [Some("1".into()), Some("2".into()), Some("1".into())]
+    );
+    let probe = plugin(&gateway, "probe").await;
+    assert_eq!(probe["calls"]["on-request"], 0);
+    assert_eq!(probe["calls"]["on-response"], 3);
     assert_eq!(probe["instances_created"], 2);
 }
 

@@ -14,7 +14,7 @@ use http::{HeaderMap, Method, StatusCode};
 use ipnet::IpNet;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
-pub use super::plugins::{OnError, Plugin, PluginLimits, PluginUse};
+pub use super::plugins::{OnError, Phases, Plugin, PluginLimits, PluginUse};
 pub use super::traffic::{
     CacheKeyPart, CacheLimits, Invalidate, RouteCache, RouteTraffic, Throttle, ThrottleKey, Traffic,
 };

@@ -95,6 +95,8 @@ pub struct PluginUse {
     pub max_body: Option<u64>,
     /// `on_error` (filters only): what a failed call does to the request.
     pub on_error: OnError,
+    /// `phases` (filters only): which of the filter's calls run.
+    pub phases: Phases,
     /// `config.upstreams`: the `[upstreams.NAME]` the plugin may send requests to
     /// (`outbound`), as (name, index into [`super::Config::upstreams`]).
     pub upstreams: Arc<[(String, usize)]>,
@@ -107,6 +109,25 @@ pub struct UseNames<'a> {
     pub plugins: &'a [&'a str],
     /// `[upstreams]`, in order.
     pub upstreams: &'a [&'a str],
+}
+
+/// A filter's `phases`: which of its exports the gateway calls. Both by default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Phases {
+    /// `"request"`: `on-request` runs (in `request_filters`).
+    pub request: bool,
+    /// `"response"`: `on-response` runs (in `response_filters`), unless `on-request`
+    /// answered `continue-without-response` or `respond`.
+    pub response: bool,
+}
+
+impl Default for Phases {
+    fn default() -> Self {
+        Phases {
+            request: true,
+            response: true,
+        }
+    }
 }
 
 /// A filter's `on_error`.
@@ -371,14 +392,63 @@ pub fn plugin_use(
             OnError::Fail
         }
     };
+    let phases = match (kind, raw.phases) {
+        (_, None) => Phases::default(),
+        (UseKind::Filter, Some(list)) => phases(report, &path.key("phases"), &list),
+        (_, Some(_)) => {
+            report.at(
+                &path.key("phases"),
+                "only filters have `phases` (a handler or authorizer has one call)",
+            );
+            Phases::default()
+        }
+    };
     PluginUse {
         plugin,
         config: Arc::from(config),
         body: raw.body.unwrap_or(false),
         max_body: size(report, &path.key("max_body"), raw.max_body),
         on_error,
+        phases,
         upstreams,
     }
+}
+
+/// A filter's `phases = ["request", "response"]`: at least one of the two, each once.
+fn phases(report: &mut Report<'_>, path: &KeyPath, list: &[String]) -> Phases {
+    const NAMES: [&str; 2] = ["request", "response"];
+    let mut phases = Phases {
+        request: false,
+        response: false,
+    };
+    for (index, name) in list.iter().enumerate() {
+        let seen = match name.as_str() {
+            "request" => &mut phases.request,
+            "response" => &mut phases.response,
+            other => {
+                report.at(
+                    &path.index(index),
+                    format!(
+                        "invalid value {other:?}, expected \"request\" or \"response\"{}",
+                        did_you_mean(other, NAMES)
+                    ),
+                );
+                continue;
+            }
+        };
+        if *seen {
+            report.at(&path.index(index), format!("{name:?} is listed twice"));
+        }
+        *seen = true;
+    }
+    if list.is_empty() {
+        report.at(
+            path,
+            "expected at least one of \"request\" and \"response\" (a filter that runs in no phase is no filter)",
+        );
+        return Phases::default();
+    }
+    phases
 }
 
 /// `config.upstreams = ["NAME", ...]`: the upstreams a plugin's `outbound` may reach.

@@ -57,7 +57,7 @@ pub struct RawPluginLimits {
 }
 
 /// A use of a plugin on a route: `handler = { plugin, config, body, max_body }` or one
-/// entry of `filters = [{ plugin, config, body, max_body, on_error }]`.
+/// entry of `filters = [{ plugin, config, body, max_body, on_error, phases }]`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(default, expecting = "a table")]
 pub struct RawPluginUse {
@@ -68,6 +68,8 @@ pub struct RawPluginUse {
     pub max_body: Option<RawSize>,
     /// Filters only: `"fail"` or `"skip"`.
     pub on_error: Option<String>,
+    /// Filters only: `["request", "response"]` or one of them.
+    pub phases: Option<Vec<String>>,
 }
 
 /// `[log]`.

@@ -685,6 +685,34 @@ impl Plugin {
         Ok((outcome, instance))
     }
 
+    /// The `filter` role on the way out, alone: for a use with `phases = ["response"]`, a
+    /// fresh instance (or a kept one) runs `on-response` with no `on-request` before it.
+    pub async fn on_response(
+        self: &Arc<Self>,
+        call: CallInfo,
+        response: Response,
+    ) -> Result<Response, PluginError> {
+        let Some(pre) = &self.filter else {
+            return Err(PluginError::Instantiate(
+                "no `on-response` export".to_owned(),
+            ));
+        };
+        let (mut call, kept) = self.start(call, Export::OnResponse)?;
+        let kept = kept.and_then(Bound::filter);
+        let (response, instance) = call
+            .run(Export::OnResponse, async |store| {
+                let instance = match kept {
+                    Some(instance) => instance,
+                    None => pre.instantiate_async(&mut *store).await?,
+                };
+                let response = instance.call_on_response(&mut *store, &response).await?;
+                Ok((response, instance))
+            })
+            .await?;
+        call.done(Bound::Filter(instance));
+        Ok(response)
+    }
+
     /// A concurrency permit and a store for one request's calls: a kept one with its
     /// instance when this plugin reuses instances and one is idle for this use, else a
     /// fresh store (the caller instantiates).
@@ -866,6 +894,13 @@ impl FilterInstance {
             .await?;
         self.call.done(Bound::Filter(instance));
         Ok(response)
+    }
+
+    /// The request is over for this instance without an `on-response` call (a use with
+    /// `phases = ["request"]`): kept for the next request when the plugin reuses
+    /// instances, else dropped.
+    pub fn release(self) {
+        self.call.done(Bound::Filter(self.instance));
     }
 
     /// The plugin this instance belongs to.
