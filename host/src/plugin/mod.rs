@@ -508,17 +508,14 @@ impl Plugin {
             // `Plugins::build` refused this config; kept as an error, not a panic.
             return Err(PluginError::Instantiate("no `handle` export".to_owned()));
         };
-        let (mut call, kept) = self.start(call, Export::Handle)?;
-        let kept = kept.and_then(Bound::handler);
-        let (response, instance) = call
-            .run(Export::Handle, async |store| {
-                let instance = match kept {
-                    Some(instance) => instance,
-                    None => pre.instantiate_async(&mut *store).await?,
-                };
-                let response = instance.call_handle(&mut *store, &request).await?;
-                Ok((response, instance))
-            })
+        let (call, instance, response) = self
+            .call_reusable(
+                call,
+                Export::Handle,
+                Bound::handler,
+                async |store| pre.instantiate_async(store).await,
+                async |store, instance| instance.call_handle(store, &request).await,
+            )
             .await?;
         call.done(Bound::Handler(instance));
         Ok(response)
@@ -562,17 +559,14 @@ impl Plugin {
         let Some(pre) = &self.authorizer else {
             return Err(PluginError::Instantiate("no `authorize` export".to_owned()));
         };
-        let (mut call, kept) = self.start(call, Export::Authorize)?;
-        let kept = kept.and_then(Bound::authorizer);
-        let (decision, instance) = call
-            .run(Export::Authorize, async |store| {
-                let instance = match kept {
-                    Some(instance) => instance,
-                    None => pre.instantiate_async(&mut *store).await?,
-                };
-                let decision = instance.call_authorize(&mut *store, &request).await?;
-                Ok((decision, instance))
-            })
+        let (call, instance, decision) = self
+            .call_reusable(
+                call,
+                Export::Authorize,
+                Bound::authorizer,
+                async |store| pre.instantiate_async(store).await,
+                async |store, instance| instance.call_authorize(store, &request).await,
+            )
             .await?;
         call.done(Bound::Authorizer(instance));
         Ok(decision)
@@ -662,17 +656,14 @@ impl Plugin {
                 "no `on-request` export".to_owned(),
             ));
         };
-        let (mut call, kept) = self.start(call, Export::OnRequest)?;
-        let kept = kept.and_then(Bound::filter);
-        let (outcome, instance) = call
-            .run(Export::OnRequest, async |store| {
-                let instance = match kept {
-                    Some(instance) => instance,
-                    None => pre.instantiate_async(&mut *store).await?,
-                };
-                let outcome = instance.call_on_request(&mut *store, &request).await?;
-                Ok((outcome, instance))
-            })
+        let (call, instance, outcome) = self
+            .call_reusable(
+                call,
+                Export::OnRequest,
+                Bound::filter,
+                async |store| pre.instantiate_async(store).await,
+                async |store, instance| instance.call_on_request(store, &request).await,
+            )
             .await?;
         let instance = match outcome {
             RequestOutcome::Continue(_) => Some(FilterInstance { call, instance }),
@@ -697,20 +688,45 @@ impl Plugin {
                 "no `on-response` export".to_owned(),
             ));
         };
-        let (mut call, kept) = self.start(call, Export::OnResponse)?;
-        let kept = kept.and_then(Bound::filter);
-        let (response, instance) = call
-            .run(Export::OnResponse, async |store| {
-                let instance = match kept {
-                    Some(instance) => instance,
-                    None => pre.instantiate_async(&mut *store).await?,
-                };
-                let response = instance.call_on_response(&mut *store, &response).await?;
-                Ok((response, instance))
-            })
+        let (call, instance, response) = self
+            .call_reusable(
+                call,
+                Export::OnResponse,
+                Bound::filter,
+                async |store| pre.instantiate_async(store).await,
+                async |store, instance| instance.call_on_response(store, &response).await,
+            )
             .await?;
         call.done(Bound::Filter(instance));
         Ok(response)
+    }
+
+    /// One call of a role whose instances may be kept (handler, filter, authorizer), in
+    /// this request's instance: a kept one when the plugin reuses instances and one is
+    /// idle for this use (`kept_as` picks it out of its [`Bound`]), else a fresh one from
+    /// `instantiate`. Gives back the store (for [`Call::done`], or a filter's second
+    /// call), the instance, and what `body` returned.
+    async fn call_reusable<I, T>(
+        self: &Arc<Self>,
+        call: CallInfo,
+        export: Export,
+        kept_as: fn(Bound) -> Option<I>,
+        instantiate: impl AsyncFnOnce(&mut Store<Host>) -> wasmtime::Result<I>,
+        body: impl AsyncFnOnce(&mut Store<Host>, &I) -> wasmtime::Result<T>,
+    ) -> Result<(Call, I, T), PluginError> {
+        let (mut call, kept) = self.start(call, export)?;
+        let kept = kept.and_then(kept_as);
+        let (value, instance) = call
+            .run(export, async |store| {
+                let instance = match kept {
+                    Some(instance) => instance,
+                    None => instantiate(&mut *store).await?,
+                };
+                let value = body(&mut *store, &instance).await?;
+                Ok((value, instance))
+            })
+            .await?;
+        Ok((call, instance, value))
     }
 
     /// A concurrency permit and a store for one request's calls: a kept one with its
