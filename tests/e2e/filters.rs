@@ -10,7 +10,7 @@ use bytes::Bytes;
 use http_body_util::Full;
 
 use crate::guests::guests;
-use crate::harness::{TestUpstream, client};
+use crate::harness::{TestGateway, TestUpstream, client};
 use crate::plugins::start;
 
 /// A route file with the probe filter as `[plugins.probe]`, the echo upstream and
@@ -41,22 +41,22 @@ fn filter(name: &str, mode: &str) -> String {
     format!(r#"{{ plugin = "probe", config = {{ name = "{name}", mode = "{mode}" }} }}"#)
 }
 
+/// A gateway whose route `path` proxies to `upstream` through `filters` (entries like
+/// [`filter`]'s), in order.
+fn chain(upstream: &TestUpstream, path: &str, filters: &[String]) -> TestGateway {
+    start(&config(
+        upstream,
+        &format!(
+            "[[routes]]\npath = \"{path}\"\nupstream = \"backend\"\nfilters = [{}]\n",
+            filters.join(", ")
+        ),
+    ))
+}
+
 #[tokio::test]
 async fn filters_run_in_order_in_and_in_reverse_out_with_one_instance_per_request() {
     let upstream = TestUpstream::echo().await;
-    let gateway = start(&config(
-        &upstream,
-        &format!(
-            r#"
-[[routes]]
-path = "/things"
-upstream = "backend"
-filters = [{}, {}]
-"#,
-            filter("a", ""),
-            filter("b", "")
-        ),
-    ));
+    let gateway = chain(&upstream, "/things", &[filter("a", ""), filter("b", "")]);
     let client = client();
     for tag in ["first", "second"] {
         let response = client
@@ -85,20 +85,12 @@ filters = [{}, {}]
 #[tokio::test]
 async fn a_filter_that_answers_continue_without_response_is_not_called_on_the_way_out() {
     let upstream = TestUpstream::echo().await;
-    let gateway = start(&config(
-        &upstream,
-        &format!(
-            r#"
-[[routes]]
-path = "/things"
-upstream = "backend"
-filters = [{}, {}, {}]
-"#,
-            filter("a", ""),
-            filter("b", "request-only"),
-            filter("c", "")
-        ),
-    ));
+    let filters = [
+        filter("a", ""),
+        filter("b", "request-only"),
+        filter("c", ""),
+    ];
+    let gateway = chain(&upstream, "/things", &filters);
     let response = client()
         .get(gateway.url("/things"))
         .send()
@@ -117,18 +109,11 @@ filters = [{}, {}, {}]
 #[tokio::test]
 async fn phases_leave_out_a_filters_on_request_or_its_on_response() {
     let upstream = TestUpstream::echo().await;
-    let gateway = start(&config(
-        &upstream,
-        r#"
-[[routes]]
-path = "/things"
-upstream = "backend"
-filters = [
-  { plugin = "probe", phases = ["response"], config = { name = "a" } },
-  { plugin = "probe", phases = ["request"], config = { name = "b" } },
-]
-"#,
-    ));
+    let filters = [
+        r#"{ plugin = "probe", phases = ["response"], config = { name = "a" } }"#.to_owned(),
+        r#"{ plugin = "probe", phases = ["request"], config = { name = "b" } }"#.to_owned(),
+    ];
+    let gateway = chain(&upstream, "/things", &filters);
     let response = client()
         .get(gateway.url("/things"))
         .header("x-tag", "t")
@@ -150,20 +135,8 @@ filters = [
 #[tokio::test]
 async fn a_filter_can_answer_and_earlier_filters_see_its_response() {
     let upstream = TestUpstream::echo().await;
-    let gateway = start(&config(
-        &upstream,
-        &format!(
-            r#"
-[[routes]]
-path = "/early"
-upstream = "backend"
-filters = [{}, {}, {}]
-"#,
-            filter("a", ""),
-            filter("b", "respond"),
-            filter("c", "")
-        ),
-    ));
+    let filters = [filter("a", ""), filter("b", "respond"), filter("c", "")];
+    let gateway = chain(&upstream, "/early", &filters);
     let response = client()
         .get(gateway.url("/early"))
         .send()

@@ -138,21 +138,31 @@ async fn an_instance_serves_requests_per_instance_requests_then_a_fresh_one_take
     );
 }
 
+/// Three `GET path`s through to the echo upstream: each response's headers and the
+/// request headers the upstream saw.
+async fn three_gets(
+    gateway: &TestGateway,
+    path: &str,
+) -> Vec<(reqwest::header::HeaderMap, serde_json::Value)> {
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        let response = client().get(gateway.url(path)).send().await.expect("get");
+        assert_eq!(response.status(), 200);
+        let headers = response.headers().clone();
+        let echo: serde_json::Value = response.json().await.expect("json");
+        seen.push((headers, echo["headers"].clone()));
+    }
+    seen
+}
+
 #[tokio::test]
 async fn a_filter_done_after_on_request_goes_back_to_the_idle_list() {
     let upstream = TestUpstream::echo().await;
     let gateway = start(&config(&upstream, 2));
     let mut counts = Vec::new();
-    for _ in 0..3 {
-        let response = client()
-            .get(gateway.url("/three"))
-            .send()
-            .await
-            .expect("get");
-        assert_eq!(response.status(), 200);
-        assert!(!response.headers().contains_key("x-chain-out"));
-        let echo: serde_json::Value = response.json().await.expect("json");
-        counts.push(echo["headers"]["x-requests-c"].as_str().map(str::to_owned));
+    for (headers, upstream_saw) in three_gets(&gateway, "/three").await {
+        assert!(!headers.contains_key("x-chain-out"));
+        counts.push(upstream_saw["x-requests-c"].as_str().map(str::to_owned));
     }
     // `continue-without-response` ends the instance's request after one call; it is kept
     // for the next request all the same.
@@ -170,17 +180,14 @@ async fn a_filter_done_after_on_request_goes_back_to_the_idle_list() {
 async fn a_response_only_filter_reuses_its_instances_too() {
     let upstream = TestUpstream::echo().await;
     let gateway = start(&config(&upstream, 2));
-    let mut counts = Vec::new();
-    for _ in 0..3 {
-        let response = client()
-            .get(gateway.url("/four"))
-            .send()
-            .await
-            .expect("get");
-        assert_eq!(response.status(), 200);
-        let count = response.headers().get("x-count-d").cloned();
-        counts.push(count.map(|v| v.to_str().expect("ascii").to_owned()));
-    }
+    let counts: Vec<_> = three_gets(&gateway, "/four")
+        .await
+        .into_iter()
+        .map(|(headers, _)| {
+            let count = headers.get("x-count-d");
+            count.map(|v| v.to_str().expect("ascii").to_owned())
+        })
+        .collect();
     assert_eq!(
         counts,
         [Some("1".into()), Some("2".into()), Some("1".into())]
