@@ -191,10 +191,18 @@ impl Shared {
             })?)
         };
         let max_connections = config.server.max_connections;
-        let gateway = Arc::new(
-            Gateway::build_after(config, self.metrics.clone(), access_log, Some(&current))?
-                .keep_state_of(&current),
-        );
+        // Off the serving threads: building compiles the plugins whose files changed (a
+        // cache miss of a JavaScript or Python component takes seconds), which on a
+        // current-thread runtime (`workers = 1`) would stop all serving meanwhile.
+        let metrics = self.metrics.clone();
+        let previous = current.clone();
+        let gateway = tokio::task::spawn_blocking(move || {
+            Gateway::build_after(config, metrics, access_log, Some(&previous))
+                .map(|gateway| gateway.keep_state_of(&previous))
+        })
+        .await
+        .map_err(|e| ReloadError::Task(e.to_string()))??;
+        let gateway = Arc::new(gateway);
         gateway.load_keys().await;
         self.set_connection_cap(max_connections);
         self.live.store(gateway.clone());
