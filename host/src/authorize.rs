@@ -231,19 +231,25 @@ impl PluginAuthorizer {
         let missing = || GatewayError::IdentityMissing {
             authorizer: self.name.clone(),
         };
-        let mut digest = ring::digest::Context::new(&ring::digest::SHA256);
+        // Without a cache the values are only checked, not hashed.
+        let mut digest = self
+            .cache
+            .is_some()
+            .then(|| ring::digest::Context::new(&ring::digest::SHA256));
         for source in &self.identity {
             let value = identity_value(source, request).ok_or_else(missing)?;
             if value.is_empty() || value.len() > MAX_IDENTITY_BYTES {
                 return Err(missing());
             }
-            // Length-prefixed, so ("ab", "c") and ("a", "bc") differ.
-            digest.update(&(value.len() as u64).to_be_bytes());
-            digest.update(value);
+            if let Some(digest) = &mut digest {
+                // Length-prefixed, so ("ab", "c") and ("a", "bc") differ.
+                digest.update(&(value.len() as u64).to_be_bytes());
+                digest.update(value);
+            }
         }
-        if self.cache.is_none() {
+        let Some(digest) = digest else {
             return Ok(None);
-        }
+        };
         let mut key = [0u8; 32];
         key.copy_from_slice(digest.finish().as_ref());
         Ok(Some(key))
