@@ -84,10 +84,26 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", report(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// `error` and its causes, `: `-separated, each said once. The library's errors put their
+/// cause in their own message as well as behind `source()` (so that a log line or an
+/// admin answer that shows one message shows it all); a cause whose text the message
+/// before it already holds is not repeated, while a cause behind an `anyhow` context is.
+fn report(error: &anyhow::Error) -> String {
+    let mut text = error.to_string();
+    for cause in error.chain().skip(1) {
+        let cause = cause.to_string();
+        if !text.contains(&cause) {
+            text.push_str(": ");
+            text.push_str(&cause);
+        }
+    }
+    text
 }
 
 fn init_tracing(format: LogFormat) {
@@ -323,4 +339,33 @@ fn precedence_key(route: &config::Route) -> (u8, Vec<(u8, String)>) {
         })
         .collect();
     (host_class, segments)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::report;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("plugins.p: {source}")]
+    struct Says {
+        source: std::io::Error,
+    }
+
+    #[test]
+    fn a_cause_already_in_the_message_is_said_once() {
+        let error = anyhow::Error::new(Says {
+            source: std::io::Error::other("cannot read p.wasm"),
+        });
+        assert_eq!(report(&error), "plugins.p: cannot read p.wasm");
+    }
+
+    #[test]
+    fn a_cause_behind_a_context_is_said_after_it() {
+        let error = anyhow::Error::new(std::io::Error::other("permission denied"))
+            .context("log.access: cannot open \"a.log\"");
+        assert_eq!(
+            report(&error),
+            "log.access: cannot open \"a.log\": permission denied"
+        );
+    }
 }

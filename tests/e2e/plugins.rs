@@ -413,6 +413,11 @@ fn corrupt_files_are_refused() {
         stderr.contains("plugins.p: ") && stderr.contains("is not a valid component"),
         "{stderr}"
     );
+    assert_eq!(
+        stderr.matches("is not a valid component").count(),
+        1,
+        "said once: {stderr}"
+    );
 
     let (ok, stderr) = validate(dir.path(), r#"path = "missing.wasm""#);
     assert!(!ok);
