@@ -206,6 +206,11 @@ impl Shared {
         gateway.load_keys().await;
         self.set_connection_cap(max_connections);
         self.live.store(gateway.clone());
+        // Plugins kept from the old gateway go on, but not their idle instances: those
+        // hold the old config's state and pools, and may serve uses that are gone. (A
+        // request of the old config still in flight may put one back; it is reused or
+        // evicted like any other.)
+        gateway.plugins().drop_idle();
         Ok(gateway)
     }
 

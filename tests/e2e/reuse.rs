@@ -199,6 +199,32 @@ async fn a_response_only_filter_reuses_its_instances_too() {
 }
 
 #[tokio::test]
+async fn a_reload_drops_the_idle_instances_of_the_plugins_it_keeps() {
+    let upstream = TestUpstream::echo().await;
+    let gateway = start(&config(&upstream, 100));
+    for expected in ["1", "2"] {
+        let (status, count) = get(&gateway, "/one", "a", "x").await;
+        assert_eq!((status, count.as_deref()), (200, Some(expected)));
+    }
+    assert_eq!(plugin(&gateway, "probe").await["idle"], 1);
+
+    // The same file again: every plugin is kept as it was loaded ...
+    let reload = client()
+        .post(gateway.admin_url("/reload"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .expect("reload");
+    assert_eq!(reload.status(), 200);
+    let probe = plugin(&gateway, "probe").await;
+    assert_eq!(probe["idle"], 0, "{probe}");
+    // ... but the next request gets a new instance, bound to the new config.
+    let (status, count) = get(&gateway, "/one", "a", "y").await;
+    assert_eq!((status, count.as_deref()), (200, Some("1")));
+    assert_eq!(plugin(&gateway, "probe").await["instances_created"], 2);
+}
+
+#[tokio::test]
 async fn a_failed_call_discards_the_instance_it_ran_in() {
     let upstream = TestUpstream::echo().await;
     let gateway = start(&config(&upstream, 100));

@@ -126,6 +126,13 @@ impl Idle {
         drop(evicted);
     }
 
+    /// Drops every idle instance (after a reload: see `Plugins::drop_idle`).
+    pub fn clear(&self) {
+        let dropped = std::mem::take(&mut *self.lock());
+        // Outside the lock, as in `put`.
+        drop(dropped);
+    }
+
     /// Idle instances now.
     pub fn len(&self) -> usize {
         self.lock().len()

@@ -191,7 +191,8 @@ impl Plugins {
     ///
     /// On a reload, `previous` is the running gateway's plugins: a plugin whose name,
     /// digest and limits did not change is kept as it is (no compile, no link, and its
-    /// counters and concurrency permits go on).
+    /// counters and concurrency permits go on); once the new gateway is live, its idle
+    /// instances are dropped ([`Plugins::drop_idle`]).
     pub fn build(
         config: &Config,
         previous: Option<&Plugins>,
@@ -227,6 +228,15 @@ impl Plugins {
             plugins.push(plugin);
         }
         Ok(Plugins { plugins })
+    }
+
+    /// Drops every plugin's idle instances (`requests_per_instance`): after a reload,
+    /// those of plugins kept from the old gateway are bound to the old config (its state
+    /// backend and upstream pools, and uses whose `config` may be gone).
+    pub fn drop_idle(&self) {
+        for plugin in &self.plugins {
+            plugin.idle.clear();
+        }
     }
 
     /// The plugin at `index` of `config.plugins`.
