@@ -137,7 +137,7 @@ impl FilterContext<'_> {
             let wit =
                 plugin::convert::request(&parts, &path, self.params, self.client, given.clone());
             let outcome = plugin
-                .on_request(self.call_info(plugin, use_), wit)
+                .on_request(self.call_info(plugin, use_), wit, use_.phases.response)
                 .await
                 .and_then(|(outcome, instance)| {
                     match outcome {
@@ -159,14 +159,11 @@ impl FilterContext<'_> {
                     }
                     let body = new_body.map_or(body, Body::full);
                     request = Request::from_parts(parts, body);
-                    match instance {
-                        Some(instance) if use_.phases.response => pending.push(Pending {
+                    if let Some(instance) = instance {
+                        pending.push(Pending {
                             instance: Some(instance),
                             use_,
-                        }),
-                        // `phases = ["request"]`: done after `on-request`, whatever it said.
-                        Some(instance) => instance.release(),
-                        None => {}
+                        });
                     }
                 }
                 Ok(Step::Answer(response)) => return Ok(Inbound::Respond { response, pending }),
@@ -194,12 +191,8 @@ impl FilterContext<'_> {
             return Ok(response);
         }
         for Pending { instance, use_ } in pending.into_iter().rev() {
-            let plugin = match &instance {
-                Some(instance) => instance.plugin().clone(),
-                None => match self.plugins.get(use_.plugin) {
-                    Some(plugin) => plugin.clone(),
-                    None => return Err(GatewayError::NoRoute),
-                },
+            let Some(plugin) = self.plugins.get(use_.plugin) else {
+                return Err(GatewayError::NoRoute);
             };
             let (mut parts, body) = response.into_parts();
             let (body, given) = if use_.body {
@@ -215,7 +208,7 @@ impl FilterContext<'_> {
             };
             let called = match instance {
                 Some(instance) => instance.on_response(wit).await,
-                None => plugin.on_response(self.call_info(&plugin, use_), wit).await,
+                None => plugin.on_response(self.call_info(plugin, use_), wit).await,
             };
             let outcome = called.and_then(|changed| {
                 apply_response(changed, &mut parts)

@@ -653,13 +653,15 @@ impl Plugin {
     }
 
     /// The `filter` role on the way in: a fresh instance (or a kept one, see [`idle`])
-    /// runs `on-request`. When the filter answered `continue`, the instance comes back
-    /// to run `on-response` of the same request ([`FilterInstance::on_response`]); after
-    /// `continue-without-response` or `respond` it is done with the request.
+    /// runs `on-request`. When the filter answered `continue` and the use has a response
+    /// phase (`response_phase`, from its `phases`), the instance comes back to run
+    /// `on-response` of the same request ([`FilterInstance::on_response`]); otherwise it
+    /// is done with the request.
     pub async fn on_request(
         self: &Arc<Self>,
         call: CallInfo,
         request: Request,
+        response_phase: bool,
     ) -> Result<(RequestOutcome, Option<FilterInstance>), PluginError> {
         let Some(pre) = &self.filter else {
             return Err(PluginError::Instantiate(
@@ -676,8 +678,10 @@ impl Plugin {
             )
             .await?;
         let instance = match outcome {
-            RequestOutcome::Continue(_) => Some(FilterInstance { call, instance }),
-            RequestOutcome::ContinueWithoutResponse(_) | RequestOutcome::Respond(_) => {
+            RequestOutcome::Continue(_) if response_phase => {
+                Some(FilterInstance { call, instance })
+            }
+            _ => {
                 // The request is over for this instance: no `on-response` call.
                 call.done(Bound::Filter(instance));
                 None
@@ -920,18 +924,6 @@ impl FilterInstance {
             .await?;
         self.call.done(Bound::Filter(instance));
         Ok(response)
-    }
-
-    /// The request is over for this instance without an `on-response` call (a use with
-    /// `phases = ["request"]`): kept for the next request when the plugin reuses
-    /// instances, else dropped.
-    pub fn release(self) {
-        self.call.done(Bound::Filter(self.instance));
-    }
-
-    /// The plugin this instance belongs to.
-    pub fn plugin(&self) -> &Arc<Plugin> {
-        &self.call.plugin
     }
 }
 
