@@ -1,9 +1,10 @@
 //! `requests_per_instance`: the explicit opt-in to reuse a plugin's instances. An instance
 //! serves up to that many requests of one use, carrying its memory from one to the next,
 //! then a fresh one takes over; a failed call discards its instance; instances are kept
-//! per use (role and config); a filter done after `on-request` is kept too; authorizers
-//! and handlers reuse too. The counts come from the
-//! probe filter's in-memory counter and from `/plugins` and `/metrics`.
+//! per use (role and config); a filter done after `on-request` is kept too, and a
+//! response-only one reuses as well; authorizers and handlers reuse too; a reload drops
+//! the idle instances. The counts come from the probe filter's in-memory counter and from
+//! `/plugins` and `/metrics`.
 
 use crate::guests::guests;
 use crate::harness::{TestGateway, TestUpstream, client};
