@@ -95,8 +95,8 @@ function get(n, r,    i) { for (i = 1; i <= 19; i++) r[i] = cell[n, i] }
 END {
     if (mode == "row") exit
     ntargets = 0
-    split("direct nginx weir cand", known, " ")
-    for (t = 1; t <= 4; t++) if (known[t] in seen_target) targets[++ntargets] = known[t]
+    split("direct nginx floor weir cand", known, " ")
+    for (t = 1; t <= 5; t++) if (known[t] in seen_target) targets[++ntargets] = known[t]
     for (L = 1; L <= nlayouts; L++) {
         layout = layouts[L]
         if (layout == "pinned")
@@ -154,6 +154,10 @@ END {
         }
         # Ratios per repetition, then their median and spread.
         ratios(layout, "weir", "nginx", 1)
+        if ("floor" in seen_target) {
+            ratios(layout, "floor", "nginx", 0)
+            ratios(layout, "weir", "floor", 0)
+        }
         if ("cand" in seen_target) {
             ratios(layout, "cand", "nginx", 1)
             ratios(layout, "cand", "weir", 0)
