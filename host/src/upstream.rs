@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use http::header::HOST;
 use http::uri::PathAndQuery;
-use http::{HeaderValue, Method, Request, Response, StatusCode, Uri};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri};
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use rustls_pki_types::ServerName;
@@ -333,7 +333,7 @@ impl UpstreamPool {
         forward: Forward<'_>,
         report: &mut UpstreamReport,
     ) -> Result<Response<Body>, GatewayError> {
-        let (parts, mut body) = request.into_parts();
+        let (mut parts, mut body) = request.into_parts();
         let replayable = is_idempotent(&parts.method) && http_body::Body::is_end_stream(&body);
         // A body already at its end cannot fail; skip the watch (and its allocation).
         let faults = if http_body::Body::is_end_stream(&body) {
@@ -372,7 +372,10 @@ impl UpstreamPool {
                     continue;
                 }
             };
-            let is_last = attempt == self.retries;
+            // No attempt follows the last one allowed, nor one made on the only target
+            // left untried (a retry goes to another target): the usual single-target
+            // upstream then sends the client's headers themselves instead of a copy.
+            let is_last = attempt == self.retries || attempt as usize + 1 >= self.targets.len();
             let attempt_body = if replayable && !is_last {
                 Body::Empty
             } else {
@@ -383,7 +386,13 @@ impl UpstreamPool {
                 }
             };
             let h2 = matches!(conn, Conn::H2(_));
-            let request = self.upstream_request(&parts, target, forward, attempt_body, h2)?;
+            let headers = if is_last {
+                std::mem::take(&mut parts.headers)
+            } else {
+                parts.headers.clone()
+            };
+            let request =
+                self.upstream_request(&parts, headers, target, forward, attempt_body, h2)?;
             let sent_at = Instant::now();
             let pool = !forward.upgrade;
             let sent = self
@@ -415,10 +424,12 @@ impl UpstreamPool {
     }
 
     /// The request for `target` over a connection that speaks HTTP/2 when `h2` (which,
-    /// for `https` targets, ALPN decided, whatever `http2` asked for).
+    /// for `https` targets, ALPN decided, whatever `http2` asked for). `headers` are the
+    /// client request's (`parts.headers` itself, or a copy of it), `Host` still in them.
     fn upstream_request(
         &self,
         parts: &http::request::Parts,
+        headers: HeaderMap,
         target: &TargetPool,
         forward: Forward<'_>,
         body: Body,
@@ -443,7 +454,7 @@ impl UpstreamPool {
         })?;
         let mut request = Request::new(body);
         *request.method_mut() = parts.method.clone();
-        *request.headers_mut() = parts.headers.clone();
+        *request.headers_mut() = headers;
         let authority = if self.preserve_host {
             // The host the client asked for, as routing saw it: the request target's
             // authority when there is one (HTTP/2 `:authority`, which comes with no `Host`
@@ -453,7 +464,7 @@ impl UpstreamPool {
                 .uri
                 .authority()
                 .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-                .or_else(|| parts.headers.get(HOST).cloned());
+                .or_else(|| request.headers().get(HOST).cloned());
             if let Some(host) = &host {
                 request.headers_mut().insert(HOST, host.clone());
             }

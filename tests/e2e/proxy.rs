@@ -664,6 +664,39 @@ async fn slow_upstream_times_out_with_504() {
     );
 }
 
+/// `[server] request_timeout` bounds the whole exchange up to the response head, whatever
+/// the upstream's own `timeout` allows; the request's upstream attempt is abandoned, and
+/// the connection it was on is not reused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_timeout_shorter_than_the_upstreams_answers_504() {
+    let upstream = TestUpstream::start(|req, _| async move {
+        if req.uri().path() == "/slow" {
+            tokio::time::sleep(Duration::from_secs(20)).await;
+        }
+        Response::new(Full::new(Bytes::from_static(b"ok")))
+    })
+    .await;
+    let gateway = TestGateway::start(&route_file(
+        "request_timeout = \"300ms\"",
+        &format!("{}\ntimeout = \"10s\"", targets(&[upstream.url()])),
+        "",
+    ));
+    let client = client();
+
+    let started = Instant::now();
+    let response = client.get(gateway.url("/slow")).send().await.expect("get");
+    assert_gateway_error(response, 504, "request timed out").await;
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
+
+    let response = client.get(gateway.url("/fast")).send().await.expect("get");
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.text().await.expect("body"), "ok");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nothing_listening_is_502() {
     let gateway = proxy(&targets(&[http_url(dead_addr())]));
