@@ -95,8 +95,8 @@ function get(n, r,    i) { for (i = 1; i <= 19; i++) r[i] = cell[n, i] }
 END {
     if (mode == "row") exit
     ntargets = 0
-    split("direct nginx floor weir cand", known, " ")
-    for (t = 1; t <= 5; t++) if (known[t] in seen_target) targets[++ntargets] = known[t]
+    split("direct nginx floor raw weir cand", known, " ")
+    for (t = 1; t <= 6; t++) if (known[t] in seen_target) targets[++ntargets] = known[t]
     for (L = 1; L <= nlayouts; L++) {
         layout = layouts[L]
         if (layout == "pinned")
@@ -157,6 +157,10 @@ END {
         if ("floor" in seen_target) {
             ratios(layout, "floor", "nginx", 0)
             ratios(layout, "weir", "floor", 0)
+        }
+        if ("raw" in seen_target) {
+            ratios(layout, "raw", "nginx", 0)
+            ratios(layout, "raw", "floor", 0)
         }
         if ("cand" in seen_target) {
             ratios(layout, "cand", "nginx", 1)

@@ -3,8 +3,16 @@
 //! its URI rewritten. No routing, no added headers, no timeouts, no limits: the cost of
 //! the design weir is built on, before weir adds anything.
 //!
-//! Usage: `hyper-floor LISTEN_ADDR UPSTREAM_ADDR`, e.g. `hyper-floor 127.0.0.1:18085
-//! 127.0.0.1:18081`. bench/run starts it with `FLOOR=1`.
+//! Usage: `hyper-floor LISTEN_ADDR UPSTREAM_ADDR [raw]`, e.g. `hyper-floor
+//! 127.0.0.1:18085 127.0.0.1:18081`. bench/run starts it with `FLOOR=1`.
+//!
+//! With `raw`, an experiment (`FLOOR=raw`): hyper's client is replaced by a hand-written
+//! HTTP/1.1 one (`raw.rs`): each client connection gets its own upstream connection, the
+//! request head is written straight into a buffer, the response head parsed with
+//! `httparse`, bodies only by `Content-Length`. It measures what leaving hyper's client
+//! would buy, not something to deploy.
+
+mod raw;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -18,19 +26,30 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 
-type Body = http_body_util::Either<Incoming, String>;
+type Body = http_body_util::Either<Incoming, http_body_util::Full<bytes::Bytes>>;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
-    let (Some(listen), Some(upstream), None) = (args.next(), args.next(), args.next()) else {
-        return Err("usage: hyper-floor LISTEN_ADDR UPSTREAM_ADDR".into());
+    let (Some(listen), Some(upstream)) = (args.next(), args.next()) else {
+        return Err("usage: hyper-floor LISTEN_ADDR UPSTREAM_ADDR [raw]".into());
+    };
+    let raw = match args.next().as_deref() {
+        None => false,
+        Some("raw") => true,
+        Some(other) => return Err(format!("unknown mode {other:?} (expected `raw`)").into()),
     };
     let listen: SocketAddr = listen.parse()?;
     let upstream: SocketAddr = upstream.parse()?;
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?
-        .block_on(serve(listen, upstream))
+        .block_on(async move {
+            if raw {
+                raw::serve(listen, upstream).await
+            } else {
+                serve(listen, upstream).await
+            }
+        })
 }
 
 async fn serve(listen: SocketAddr, upstream: SocketAddr) -> Result<(), Box<dyn std::error::Error>> {
@@ -79,7 +98,7 @@ async fn forward(
 }
 
 fn status(status: StatusCode) -> Response<Body> {
-    let mut response = Response::new(Body::Right(String::new()));
+    let mut response = Response::new(Body::Right(http_body_util::Full::default()));
     *response.status_mut() = status;
     response
 }
