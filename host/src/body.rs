@@ -11,7 +11,7 @@ use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use http_body::{Frame, SizeHint};
+use http_body::{Body as _, Frame, SizeHint};
 use http_body_util::combinators::UnsyncBoxBody;
 use hyper::body::Incoming;
 
@@ -70,19 +70,13 @@ impl FaultWatch {
     }
 }
 
-/// Called once when a body has been read to its end (used to return pooled upstream
-/// connections).
-pub trait OnEnd: Send + 'static {
-    fn on_end(self: Box<Self>);
-}
-
 /// A request or response body.
 pub enum Body {
     /// Nothing.
     Empty,
     /// A fixed body, handed out as one frame.
     Full(Option<Bytes>),
-    /// A body streamed from a peer, with an optional byte limit and an end hook.
+    /// A body streamed from a peer, with an optional byte limit.
     Stream(Stream),
     /// Bytes already read from a body, then the rest of it (the response cache gives back
     /// a body it started to buffer and found too large to store).
@@ -100,14 +94,50 @@ pub struct Chain {
     pub rest: Body,
 }
 
-/// A streamed body from hyper, capped at `limit` bytes.
+/// A streamed body, capped at `limit` bytes.
 pub struct Stream {
-    inner: Incoming,
+    inner: Source,
     remaining: u64,
     limit: u64,
-    on_end: Option<Box<dyn OnEnd>>,
     /// Told why the body failed, when someone asked ([`Body::watch_faults`]).
     faults: Option<FaultWatch>,
+}
+
+/// Where a streamed body comes from.
+enum Source {
+    /// hyper: a client's request body, or a response from hyper's client (HTTP/2 and
+    /// WebSocket handshakes).
+    Hyper(Incoming),
+    /// A response read by weir's own HTTP/1.1 client, which returns its connection to
+    /// the pool when read to the end.
+    Upstream(crate::upstream::h1::ResponseBody),
+}
+
+impl Source {
+    fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self {
+            Source::Hyper(incoming) => Pin::new(incoming)
+                .poll_frame(cx)
+                .map_err(|e| Box::new(e) as BoxError),
+            Source::Upstream(body) => Pin::new(body)
+                .poll_frame(cx)
+                .map_err(|e| Box::new(e) as BoxError),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Source::Hyper(incoming) => incoming.is_end_stream(),
+            Source::Upstream(body) => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Source::Hyper(incoming) => incoming.size_hint(),
+            Source::Upstream(body) => body.size_hint(),
+        }
+    }
 }
 
 impl std::fmt::Debug for Body {
@@ -141,21 +171,19 @@ impl Body {
     /// A streamed body that fails with [`BodyTooLarge`] once more than `limit` bytes came.
     pub fn limited(inner: Incoming, limit: u64) -> Body {
         Body::Stream(Stream {
-            inner,
+            inner: Source::Hyper(inner),
             remaining: limit,
             limit,
-            on_end: None,
             faults: None,
         })
     }
 
-    /// A streamed body that runs `on_end` when read to its end (not when dropped early).
-    pub fn with_on_end(inner: Incoming, on_end: Box<dyn OnEnd>) -> Body {
+    /// A response body read by weir's HTTP/1.1 client, with no limit.
+    pub fn upstream(inner: crate::upstream::h1::ResponseBody) -> Body {
         Body::Stream(Stream {
-            inner,
+            inner: Source::Upstream(inner),
             remaining: u64::MAX,
             limit: u64::MAX,
-            on_end: Some(on_end),
             faults: None,
         })
     }
@@ -190,12 +218,6 @@ impl Stream {
             faults.record(fault);
         }
     }
-
-    fn finish(&mut self) {
-        if let Some(hook) = self.on_end.take() {
-            hook.on_end();
-        }
-    }
 }
 
 impl http_body::Body for Body {
@@ -215,7 +237,7 @@ impl http_body::Body for Body {
             },
             Body::Boxed(body) => Pin::new(body).poll_frame(cx),
             Body::Stream(stream) => {
-                let polled = Pin::new(&mut stream.inner).poll_frame(cx);
+                let polled = stream.inner.poll_frame(cx);
                 match polled {
                     Poll::Ready(Some(Ok(frame))) => {
                         if let Some(data) = frame.data_ref() {
@@ -233,19 +255,13 @@ impl http_body::Body for Body {
                                 watch.count(len);
                             }
                         }
-                        if stream.inner.is_end_stream() {
-                            stream.finish();
-                        }
                         Poll::Ready(Some(Ok(frame)))
                     }
                     Poll::Ready(Some(Err(e))) => {
                         stream.fail(BodyFault::Peer(e.to_string()));
-                        Poll::Ready(Some(Err(Box::new(e))))
+                        Poll::Ready(Some(Err(e)))
                     }
-                    Poll::Ready(None) => {
-                        stream.finish();
-                        Poll::Ready(None)
-                    }
+                    Poll::Ready(None) => Poll::Ready(None),
                     Poll::Pending => Poll::Pending,
                 }
             }

@@ -114,7 +114,7 @@ pub fn set_websocket_upgrade(headers: &mut HeaderMap) {
 
 /// Whether the comma-separated list in `name` (all its lines) holds `token`, ignoring
 /// case. `Upgrade` entries may carry a version (`websocket/13`); only the name counts.
-fn has_token(headers: &HeaderMap, name: &HeaderName, token: &str) -> bool {
+pub(crate) fn has_token(headers: &HeaderMap, name: &HeaderName, token: &str) -> bool {
     headers
         .get_all(name)
         .iter()

@@ -1,7 +1,9 @@
 //! The `upstream` integration: pools of targets, connections to them, and forwarding.
 //!
 //! Each target keeps its own pool of idle HTTP/1.1 connections (a plain `Vec` behind a
-//! mutex, no hashing on the hot path) or one shared HTTP/2 connection. A request takes a
+//! mutex, no hashing on the hot path) or one shared HTTP/2 connection. HTTP/1.1 requests
+//! go through weir's own client ([`h1`]), driven by the request's task; HTTP/2 and
+//! WebSocket handshakes through hyper's. A request takes a
 //! target by smooth weighted round-robin, skipping ejected ones, gets a connection (reused
 //! or new, bounded by `connect_timeout`), and only then hands over its body. So a failed
 //! connect can always be retried on another target, even for a `POST` with a streamed
@@ -32,11 +34,12 @@ use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri};
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use rustls_pki_types::ServerName;
-use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
-use crate::body::{Body, BodyFault, FaultWatch, OnEnd};
+use crate::body::{Body, BodyFault, BoxError, FaultWatch};
+
+pub mod h1;
 use crate::config::{self, Eject, Scheme};
 use crate::error::GatewayError;
 use crate::metrics::{Metrics, TargetMetrics, UpstreamOutcome};
@@ -95,25 +98,21 @@ struct TargetPool {
 }
 
 struct IdleConn {
-    sender: http1::SendRequest<Body>,
+    conn: h1::Connection,
     since: Instant,
 }
 
 enum Conn {
-    H1(http1::SendRequest<Body>),
+    /// HTTP/1.1 through [`h1`].
+    H1(h1::Connection),
+    /// HTTP/1.1 through hyper, for a WebSocket handshake (upgrades enabled).
+    Upgrade(http1::SendRequest<Body>),
     H2(http2::SendRequest<Body>),
 }
 
-/// Returns an HTTP/1.1 connection to its pool when the response body has been read.
-struct ReturnToPool {
-    sender: http1::SendRequest<Body>,
-    target: Arc<TargetPool>,
-}
-
-impl OnEnd for ReturnToPool {
-    fn on_end(self: Box<Self>) {
-        let ReturnToPool { sender, target } = *self;
-        target.put_idle(sender);
+impl h1::Recycle for TargetPool {
+    fn recycle(&self, connection: h1::Connection) {
+        self.put_idle(connection);
     }
 }
 
@@ -169,31 +168,30 @@ impl TargetPool {
         }
     }
 
-    fn take_idle(&self) -> Option<http1::SendRequest<Body>> {
-        let mut idle = self
-            .idle
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        while let Some(conn) = idle.pop() {
-            if conn.sender.is_closed() || conn.since.elapsed() > self.idle_timeout {
-                continue;
+    /// The most recently used idle connection that is still open and not idle past
+    /// `idle_timeout`; the others met on the way are closed.
+    fn take_idle(&self) -> Option<h1::Connection> {
+        loop {
+            let idle = self
+                .idle
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .pop();
+            let mut idle = idle?;
+            if idle.since.elapsed() <= self.idle_timeout && idle.conn.is_open() {
+                return Some(idle.conn);
             }
-            return Some(conn.sender);
         }
-        None
     }
 
-    fn put_idle(&self, sender: http1::SendRequest<Body>) {
-        if sender.is_closed() {
-            return;
-        }
+    fn put_idle(&self, conn: h1::Connection) {
         let mut idle = self
             .idle
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         if idle.len() < self.max_idle {
             idle.push(IdleConn {
-                sender,
+                conn,
                 since: Instant::now(),
             });
         }
@@ -509,19 +507,26 @@ impl UpstreamPool {
         faults: Option<&FaultWatch>,
         pool: bool,
     ) -> Result<Response<Body>, GatewayError> {
-        let sent = match conn {
-            Conn::H1(mut sender) => {
+        let sent: Result<Response<Body>, BoxError> = match conn {
+            Conn::H1(conn) => {
+                let recycle = pool.then(|| target.clone() as Arc<dyn h1::Recycle>);
+                match tokio::time::timeout(self.timeout, conn.send(request, recycle)).await {
+                    Ok(Ok(response)) => Ok(response.map(Body::upstream)),
+                    Ok(Err(e)) => Err(e.into()),
+                    Err(_) => return Err(self.timed_out(target)),
+                }
+            }
+            Conn::Upgrade(mut sender) => {
                 match tokio::time::timeout(self.timeout, sender.send_request(request)).await {
-                    Ok(Ok(response)) if pool => Ok(self.pooled_response(response, sender, target)),
                     Ok(Ok(response)) => Ok(response.map(Body::stream)),
-                    Ok(Err(e)) => Err(e),
+                    Ok(Err(e)) => Err(e.into()),
                     Err(_) => return Err(self.timed_out(target)),
                 }
             }
             Conn::H2(mut sender) => {
                 match tokio::time::timeout(self.timeout, sender.send_request(request)).await {
                     Ok(Ok(response)) => Ok(response.map(Body::stream)),
-                    Ok(Err(e)) => Err(e),
+                    Ok(Err(e)) => Err(e.into()),
                     Err(_) => return Err(self.timed_out(target)),
                 }
             }
@@ -568,23 +573,6 @@ impl UpstreamPool {
         }
     }
 
-    fn pooled_response(
-        &self,
-        response: Response<hyper::body::Incoming>,
-        sender: http1::SendRequest<Body>,
-        target: &Arc<TargetPool>,
-    ) -> Response<Body> {
-        if http_body::Body::is_end_stream(response.body()) {
-            target.put_idle(sender);
-            return response.map(Body::stream);
-        }
-        let hook = Box::new(ReturnToPool {
-            sender,
-            target: target.clone(),
-        });
-        response.map(|incoming| Body::with_on_end(incoming, hook))
-    }
-
     /// A ready connection to `target`: a pooled one if any is alive, else a new one; for
     /// an `upgrade`, always a new HTTP/1.1 one.
     async fn connection(
@@ -600,10 +588,8 @@ impl UpstreamPool {
         {
             return Ok(Conn::H2(sender));
         }
-        while let Some(mut sender) = target.take_idle() {
-            if sender.ready().await.is_ok() {
-                return Ok(Conn::H1(sender));
-            }
+        if let Some(conn) = target.take_idle() {
+            return Ok(Conn::H1(conn));
         }
         // Boxed: the connect path (TCP, TLS, HTTP/1 or HTTP/2 handshake) is cold but large;
         // inline, it made every request's future kilobytes bigger, and futures are moved
@@ -626,24 +612,30 @@ impl UpstreamPool {
                     .map_err(|e| ConnectError::ServerName(e.to_string()))?;
                 let stream = tls.connect(name, tcp).await?;
                 let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
-                self.handshake(target, stream, h2 && !upgrade).await
+                self.handshake(target, stream, h2, upgrade).await
             }
-            _ => self.handshake(target, tcp, self.http2 && !upgrade).await,
+            _ => self.handshake(target, tcp, self.http2, upgrade).await,
         }
     }
 
+    /// The connection over `io`: HTTP/2 when `h2` (unless for an `upgrade`), else
+    /// HTTP/1.1, through hyper's client for an `upgrade`, else through [`h1`].
     async fn handshake<I>(
         &self,
         target: &Arc<TargetPool>,
         io: I,
         h2: bool,
+        upgrade: bool,
     ) -> Result<Conn, ConnectError>
     where
-        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+        I: h1::Io + 'static,
     {
+        if !h2 && !upgrade {
+            return Ok(Conn::H1(h1::Connection::new(Box::new(io))));
+        }
         let io = TokioIo::new(io);
         let url = target.target.url.clone();
-        if h2 {
+        if h2 && !upgrade {
             let (sender, conn) = http2::Builder::new(TokioExecutor::new())
                 .timer(TokioTimer::new())
                 .handshake(io)
@@ -666,7 +658,7 @@ impl UpstreamPool {
                     tracing::debug!(target = %url, error = %e, "upstream connection ended");
                 }
             });
-            Ok(Conn::H1(sender))
+            Ok(Conn::Upgrade(sender))
         }
     }
 }
