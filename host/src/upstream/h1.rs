@@ -105,8 +105,11 @@ pub enum BodyError {
     Chunked(&'static str),
 }
 
-/// An open HTTP/1.1 connection to an upstream, idle between exchanges.
-pub struct Connection {
+/// An open HTTP/1.1 connection to an upstream, idle between exchanges. One pointer: a
+/// response body holds it, and bodies are in every request's and connection's state.
+pub struct Connection(Box<Inner>);
+
+struct Inner {
     io: Box<dyn Io>,
     /// What was read and not yet used; what follows a response stays here.
     read: BytesMut,
@@ -117,29 +120,29 @@ pub struct Connection {
 impl std::fmt::Debug for Connection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Connection")
-            .field("buffered", &self.read.len())
+            .field("buffered", &self.0.read.len())
             .finish_non_exhaustive()
     }
 }
 
 impl Connection {
     pub fn new(io: Box<dyn Io>) -> Connection {
-        Connection {
+        Connection(Box::new(Inner {
             io,
             read: BytesMut::new(),
             write: Vec::new(),
-        }
+        }))
     }
 
     /// Whether an idle connection can take a request: nothing came from the peer since
     /// its last response (neither its end nor stray bytes). Costs a system call only when
     /// the socket was seen readable.
     pub fn is_open(&mut self) -> bool {
-        if !self.read.is_empty() {
+        if !self.0.read.is_empty() {
             return false;
         }
         let mut cx = Context::from_waker(Waker::noop());
-        match self.io.tcp().poll_read_ready(&mut cx) {
+        match self.0.io.tcp().poll_read_ready(&mut cx) {
             Poll::Pending => true,
             Poll::Ready(Err(_)) => false,
             // Readable: the end, bytes, or a readiness the last read left set; only a
@@ -148,7 +151,7 @@ impl Connection {
                 let mut probe = [0u8; 1];
                 let mut buf = ReadBuf::new(&mut probe);
                 matches!(
-                    Pin::new(&mut *self.io).poll_read(&mut cx, &mut buf),
+                    Pin::new(&mut *self.0.io).poll_read(&mut cx, &mut buf),
                     Poll::Pending
                 )
             }
@@ -187,7 +190,7 @@ impl Connection {
         parts: &http::request::Parts,
         mut body: Body,
     ) -> Result<(), Error> {
-        let head = &mut self.write;
+        let head = &mut self.0.write;
         head.clear();
         head.extend_from_slice(parts.method.as_str().as_bytes());
         head.push(b' ');
@@ -221,11 +224,11 @@ impl Connection {
         };
         head.extend_from_slice(b"\r\n");
         if body.is_end_stream() {
-            self.io.write_all(&self.write).await?;
-            self.io.flush().await?;
+            self.0.io.write_all(&self.0.write).await?;
+            self.0.io.flush().await?;
             return Ok(());
         }
-        self.io.write_all(&self.write).await?;
+        self.0.io.write_all(&self.0.write).await?;
         while let Some(frame) = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await
         {
             let frame = frame.map_err(Error::Body)?;
@@ -236,20 +239,20 @@ impl Connection {
                 continue;
             }
             if chunked {
-                self.write.clear();
+                self.0.write.clear();
                 // Writing into a `Vec` cannot fail.
-                let _ = write!(self.write, "{:x}\r\n", data.len());
-                self.io.write_all(&self.write).await?;
-                self.io.write_all(&data).await?;
-                self.io.write_all(b"\r\n").await?;
+                let _ = write!(self.0.write, "{:x}\r\n", data.len());
+                self.0.io.write_all(&self.0.write).await?;
+                self.0.io.write_all(&data).await?;
+                self.0.io.write_all(b"\r\n").await?;
             } else {
-                self.io.write_all(&data).await?;
+                self.0.io.write_all(&data).await?;
             }
         }
         if chunked {
-            self.io.write_all(b"0\r\n\r\n").await?;
+            self.0.io.write_all(b"0\r\n\r\n").await?;
         }
-        self.io.flush().await?;
+        self.0.io.flush().await?;
         Ok(())
     }
 
@@ -260,10 +263,10 @@ impl Connection {
     ) -> Result<(Response<()>, Framing, bool), Error> {
         loop {
             let head = loop {
-                if let Some(head) = parse_head(&mut self.read)? {
+                if let Some(head) = parse_head(&mut self.0.read)? {
                     break head;
                 }
-                if self.read.len() >= MAX_HEAD {
+                if self.0.read.len() >= MAX_HEAD {
                     return Err(Error::HeadTooLarge);
                 }
                 if self.fill().await? == 0 {
@@ -290,8 +293,8 @@ impl Connection {
     }
 
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
-        self.read.reserve(READ_SIZE);
-        tokio_util::io::poll_read_buf(Pin::new(&mut *self.io), cx, &mut self.read)
+        self.0.read.reserve(READ_SIZE);
+        tokio_util::io::poll_read_buf(Pin::new(&mut *self.0.io), cx, &mut self.0.read)
     }
 }
 
@@ -480,14 +483,15 @@ impl ResponseBody {
             match self.state {
                 State::Done => return Poll::Ready(None),
                 State::Length(left) | State::ChunkData(left) => {
-                    if conn.read.is_empty() && ready!(conn.poll_fill(cx))? == 0 {
+                    if conn.0.read.is_empty() && ready!(conn.poll_fill(cx))? == 0 {
                         return Poll::Ready(Some(Err(BodyError::Truncated)));
                     }
                     let take = conn
+                        .0
                         .read
                         .len()
                         .min(usize::try_from(left).unwrap_or(usize::MAX));
-                    let data = conn.read.split_to(take).freeze();
+                    let data = conn.0.read.split_to(take).freeze();
                     let left = left - take as u64;
                     match self.state {
                         State::Length(_) if left == 0 => self.finish(),
@@ -498,15 +502,15 @@ impl ResponseBody {
                     return Poll::Ready(Some(Ok(data)));
                 }
                 State::Close => {
-                    if conn.read.is_empty() && ready!(conn.poll_fill(cx))? == 0 {
+                    if conn.0.read.is_empty() && ready!(conn.poll_fill(cx))? == 0 {
                         self.state = State::Done;
                         self.conn = None;
                         return Poll::Ready(None);
                     }
-                    let data = conn.read.split().freeze();
+                    let data = conn.0.read.split().freeze();
                     return Poll::Ready(Some(Ok(data)));
                 }
-                State::ChunkSize => match take_line(&mut conn.read)? {
+                State::ChunkSize => match take_line(&mut conn.0.read)? {
                     Some(line) => {
                         let size = parse_chunk_size(&line)?;
                         self.state = if size == 0 {
@@ -522,28 +526,28 @@ impl ResponseBody {
                     }
                 },
                 State::ChunkEnd => {
-                    if conn.read.len() < 2 {
+                    if conn.0.read.len() < 2 {
                         if ready!(conn.poll_fill(cx))? == 0 {
                             return Poll::Ready(Some(Err(BodyError::Truncated)));
                         }
                         continue;
                     }
-                    if &conn.read[..2] != b"\r\n" {
+                    if &conn.0.read[..2] != b"\r\n" {
                         return Poll::Ready(Some(Err(BodyError::Chunked("no CRLF after data"))));
                     }
-                    conn.read.advance(2);
+                    conn.0.read.advance(2);
                     self.state = State::ChunkSize;
                 }
-                State::Trailers => match find_crlf(&conn.read) {
+                State::Trailers => match find_crlf(&conn.0.read) {
                     // An empty line ends the trailer section (dropped: not forwarded).
                     Some(0) => {
-                        conn.read.advance(2);
+                        conn.0.read.advance(2);
                         self.finish();
                         return Poll::Ready(None);
                     }
-                    Some(end) => conn.read.advance(end + 2),
+                    Some(end) => conn.0.read.advance(end + 2),
                     None => {
-                        if conn.read.len() > MAX_HEAD {
+                        if conn.0.read.len() > MAX_HEAD {
                             return Poll::Ready(Some(Err(BodyError::Chunked(
                                 "trailers too large",
                             ))));
