@@ -35,6 +35,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Version};
 use http_body::{Body as _, Frame, SizeHint};
+use http_body_util::BodyExt as _;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
@@ -223,14 +224,8 @@ impl Connection {
             true
         };
         head.extend_from_slice(b"\r\n");
-        if body.is_end_stream() {
-            self.0.io.write_all(&self.0.write).await?;
-            self.0.io.flush().await?;
-            return Ok(());
-        }
         self.0.io.write_all(&self.0.write).await?;
-        while let Some(frame) = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await
-        {
+        while let Some(frame) = body.frame().await {
             let frame = frame.map_err(Error::Body)?;
             let Ok(data) = frame.into_data() else {
                 continue; // trailers are not sent upstream
@@ -295,6 +290,15 @@ impl Connection {
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
         self.0.read.reserve(READ_SIZE);
         tokio_util::io::poll_read_buf(Pin::new(&mut *self.0.io), cx, &mut self.0.read)
+    }
+
+    /// Reads more of a body that is not complete yet: its connection's end is a
+    /// truncation.
+    fn poll_more(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BodyError>> {
+        match ready!(self.poll_fill(cx))? {
+            0 => Poll::Ready(Err(BodyError::Truncated)),
+            _ => Poll::Ready(Ok(())),
+        }
     }
 }
 
@@ -483,8 +487,8 @@ impl ResponseBody {
             match self.state {
                 State::Done => return Poll::Ready(None),
                 State::Length(left) | State::ChunkData(left) => {
-                    if conn.0.read.is_empty() && ready!(conn.poll_fill(cx))? == 0 {
-                        return Poll::Ready(Some(Err(BodyError::Truncated)));
+                    if conn.0.read.is_empty() {
+                        ready!(conn.poll_more(cx))?;
                     }
                     let take = conn
                         .0
@@ -519,17 +523,11 @@ impl ResponseBody {
                             State::ChunkData(size)
                         };
                     }
-                    None => {
-                        if ready!(conn.poll_fill(cx))? == 0 {
-                            return Poll::Ready(Some(Err(BodyError::Truncated)));
-                        }
-                    }
+                    None => ready!(conn.poll_more(cx))?,
                 },
                 State::ChunkEnd => {
                     if conn.0.read.len() < 2 {
-                        if ready!(conn.poll_fill(cx))? == 0 {
-                            return Poll::Ready(Some(Err(BodyError::Truncated)));
-                        }
+                        ready!(conn.poll_more(cx))?;
                         continue;
                     }
                     if &conn.0.read[..2] != b"\r\n" {
@@ -552,9 +550,7 @@ impl ResponseBody {
                                 "trailers too large",
                             ))));
                         }
-                        if ready!(conn.poll_fill(cx))? == 0 {
-                            return Poll::Ready(Some(Err(BodyError::Truncated)));
-                        }
+                        ready!(conn.poll_more(cx))?;
                     }
                 },
             }

@@ -3,9 +3,9 @@
 //! Each target keeps its own pool of idle HTTP/1.1 connections (a plain `Vec` behind a
 //! mutex, no hashing on the hot path) or one shared HTTP/2 connection. HTTP/1.1 requests
 //! go through weir's own client ([`h1`]), driven by the request's task; HTTP/2 and
-//! WebSocket handshakes through hyper's. A request takes a
-//! target by smooth weighted round-robin, skipping ejected ones, gets a connection (reused
-//! or new, bounded by `connect_timeout`), and only then hands over its body. So a failed
+//! WebSocket handshakes through hyper's. A request takes a target by smooth weighted
+//! round-robin, skipping ejected ones, gets a connection (reused or new, bounded by
+//! `connect_timeout`), and only then hands over its body. So a failed
 //! connect can always be retried on another target, even for a `POST` with a streamed
 //! body; a failure after sending is retried only for idempotent methods without a body.
 //!
@@ -38,12 +38,12 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
 use crate::body::{Body, BodyFault, BoxError, FaultWatch};
-
-pub mod h1;
 use crate::config::{self, Eject, Scheme};
 use crate::error::GatewayError;
 use crate::metrics::{Metrics, TargetMetrics, UpstreamOutcome};
 use crate::tls::{TlsError, client_config};
+
+pub mod h1;
 
 /// The longest weighted round-robin schedule kept; weights are scaled down past it.
 const MAX_SCHEDULE_LEN: usize = 1024;
@@ -358,7 +358,10 @@ impl UpstreamPool {
                 target.metrics.retry();
             }
             report.target = Some(target.url.clone());
-            // A pooled connection is there at once; only a new one is timed.
+            // A pooled connection is there at once; only a new one is timed. The connect
+            // path (TCP, TLS, HTTP/1 or HTTP/2 handshake) is boxed: cold but large, inline
+            // it made every request's future kilobytes bigger, and futures are moved
+            // several times per request (measured: 6-9% less CPU per proxied request).
             let connected = match self.pooled(target, forward.upgrade) {
                 Some(conn) => Ok(Ok(conn)),
                 None => {
@@ -402,10 +405,7 @@ impl UpstreamPool {
             let request =
                 self.upstream_request(&parts, headers, target, forward, attempt_body, h2)?;
             let sent_at = Instant::now();
-            let pool = !forward.upgrade;
-            let sent = self
-                .send(conn, target, request, faults.as_ref(), pool)
-                .await;
+            let sent = self.send(conn, target, request, faults.as_ref()).await;
             report.elapsed = Some(sent_at.elapsed());
             match sent {
                 Ok(response) => return Ok(response),
@@ -507,19 +507,19 @@ impl UpstreamPool {
 
     /// Sends `request` on `conn`. `faults` tells whether the request body failed on the
     /// client's side, which is then the client's error and no mark against the target.
-    /// An HTTP/1.1 connection returns to its pool after the response when `pool`; else it
-    /// closes after it (or, on `101`, is handed over through `hyper::upgrade::on`).
+    /// An [`h1`] connection returns to its pool after the response if it may; a WebSocket
+    /// handshake's closes after it (or, on `101`, is handed over through
+    /// `hyper::upgrade::on`).
     async fn send(
         &self,
         conn: Conn,
         target: &Arc<TargetPool>,
         request: Request<Body>,
         faults: Option<&FaultWatch>,
-        pool: bool,
     ) -> Result<Response<Body>, GatewayError> {
         let sent: Result<Response<Body>, BoxError> = match conn {
             Conn::H1(conn) => {
-                let recycle = pool.then(|| target.clone() as Arc<dyn h1::Recycle>);
+                let recycle = Some(target.clone() as Arc<dyn h1::Recycle>);
                 match tokio::time::timeout(self.timeout, conn.send(request, recycle)).await {
                     Ok(Ok(response)) => Ok(response.map(Body::upstream)),
                     Ok(Err(e)) => Err(e.into()),
@@ -584,11 +584,8 @@ impl UpstreamPool {
     }
 
     /// A ready connection to `target` from its pool (the shared HTTP/2 one, or an idle
-    /// HTTP/1.1 one still open). An `upgrade` always gets a new HTTP/1.1 connection.
-    /// `None` when a new one must be made (`connect`, boxed by the caller: the connect path,
-    /// TCP, TLS, HTTP/1 or HTTP/2 handshake, is cold but large; inline, it made every
-    /// request's future kilobytes bigger, and futures are moved several times per request:
-    /// measured, 6-9% less CPU per proxied request boxed).
+    /// HTTP/1.1 one still open); `None` when a new one must be made. An `upgrade` always
+    /// gets a new HTTP/1.1 connection.
     fn pooled(&self, target: &TargetPool, upgrade: bool) -> Option<Conn> {
         if upgrade {
             return None;
