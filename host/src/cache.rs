@@ -591,16 +591,7 @@ pub enum PurgeError {
 mod tests {
     use super::*;
 
-    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
-        let mut map = HeaderMap::new();
-        for (k, v) in pairs {
-            map.append(
-                HeaderName::from_bytes(k.as_bytes()).expect("name"),
-                HeaderValue::from_str(v).expect("value"),
-            );
-        }
-        map
-    }
+    use crate::headers::header_map as headers;
 
     fn fill(ttl: u64) -> Fill {
         Fill {

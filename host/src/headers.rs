@@ -218,6 +218,19 @@ pub fn set_forwarded(
     }
 }
 
+/// A header map of `pairs`, in order (repeated names append), for tests.
+#[cfg(test)]
+pub(crate) fn header_map(pairs: &[(&str, &str)]) -> HeaderMap {
+    let mut map = HeaderMap::new();
+    for (name, value) in pairs {
+        map.append(
+            HeaderName::from_bytes(name.as_bytes()).expect("test header name"),
+            HeaderValue::from_str(value).expect("test header value"),
+        );
+    }
+    map
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

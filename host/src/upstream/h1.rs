@@ -706,6 +706,16 @@ mod tests {
             .expect("request")
     }
 
+    /// `GET path` on `conn`, with a pool to recycle it into.
+    async fn get_pooled(conn: Connection, path: &str) -> (Response<ResponseBody>, Arc<Pool>) {
+        let pool = Arc::new(Pool::default());
+        let response = conn
+            .send(get(path), Some(pool.clone()))
+            .await
+            .expect("response");
+        (response, pool)
+    }
+
     async fn text(body: ResponseBody) -> Result<String, BoxError> {
         let bytes = Body::upstream(body).collect().await?.to_bytes();
         Ok(String::from_utf8_lossy(&bytes).into_owned())
@@ -721,11 +731,7 @@ mod tests {
             0,
         )
         .await;
-        let pool = Arc::new(Pool::default());
-        let response = conn
-            .send(get("/a?b=c"), Some(pool.clone()))
-            .await
-            .expect("response");
+        let (response, pool) = get_pooled(conn, "/a?b=c").await;
         assert_eq!(response.status(), 200);
         assert_eq!(response.headers()["x-a"], "1");
         let cookies: Vec<_> = response.headers().get_all("set-cookie").iter().collect();
@@ -752,11 +758,7 @@ mod tests {
             0,
         )
         .await;
-        let pool = Arc::new(Pool::default());
-        let response = conn
-            .send(get("/"), Some(pool.clone()))
-            .await
-            .expect("response");
+        let (response, pool) = get_pooled(conn, "/").await;
         assert!(!response.headers().contains_key(CONTENT_LENGTH));
         assert_eq!(
             text(response.into_body()).await.expect("body"),
@@ -787,11 +789,7 @@ mod tests {
     #[tokio::test]
     async fn a_response_that_ends_with_the_connection_is_read_to_it_and_not_recycled() {
         let (conn, _server) = server(vec![b"HTTP/1.1 200 OK\r\n\r\nuntil ", b"the end"], 0).await;
-        let pool = Arc::new(Pool::default());
-        let response = conn
-            .send(get("/"), Some(pool.clone()))
-            .await
-            .expect("response");
+        let (response, pool) = get_pooled(conn, "/").await;
         assert_eq!(
             text(response.into_body()).await.expect("body"),
             "until the end"
@@ -806,11 +804,7 @@ mod tests {
             0,
         )
         .await;
-        let pool = Arc::new(Pool::default());
-        let response = conn
-            .send(get("/"), Some(pool.clone()))
-            .await
-            .expect("response");
+        let (response, pool) = get_pooled(conn, "/").await;
         assert_eq!(text(response.into_body()).await.expect("body"), "ok");
         assert_eq!(pool.len(), 0);
     }
@@ -822,11 +816,7 @@ mod tests {
             0,
         )
         .await;
-        let pool = Arc::new(Pool::default());
-        let response = conn
-            .send(get("/"), Some(pool.clone()))
-            .await
-            .expect("response");
+        let (response, pool) = get_pooled(conn, "/").await;
         assert!(text(response.into_body()).await.is_err());
         assert_eq!(pool.len(), 0);
     }
@@ -908,16 +898,7 @@ mod tests {
 
     #[test]
     fn framing_follows_rfc_9112() {
-        let headers = |pairs: &[(&str, &str)]| {
-            let mut map = HeaderMap::new();
-            for (k, v) in pairs {
-                map.append(
-                    HeaderName::from_bytes(k.as_bytes()).expect("name"),
-                    HeaderValue::from_str(v).expect("value"),
-                );
-            }
-            map
-        };
+        use crate::headers::header_map as headers;
         let ok = StatusCode::OK;
         let cl = headers(&[("content-length", "5")]);
         assert_eq!(framing(&cl, ok, false).ok(), Some(Framing::Length(5)));
