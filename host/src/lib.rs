@@ -28,6 +28,7 @@ pub mod router;
 pub mod server;
 pub mod state;
 pub mod throttle;
+pub mod timer;
 pub mod tls;
 pub mod trace;
 pub mod upstream;

@@ -43,6 +43,7 @@ use crate::plugin::{self, Plugins};
 use crate::router::{self, Params};
 use crate::state::{CacheBounds, Decision, State, StateError};
 use crate::throttle::{self, Throttles};
+use crate::timer::{self, TimerSlot};
 use crate::tls::{self, TlsError};
 use crate::trace::TraceContext;
 use crate::upstream::{Forward, UpstreamPool, UpstreamReport};
@@ -60,6 +61,8 @@ pub struct ConnInfo {
     /// `peer`'s address as a header value, made once per connection for
     /// `X-Forwarded-For`.
     peer_ip: HeaderValue,
+    /// The connection's request timer, re-armed for each request (see [`crate::timer`]).
+    request_timer: TimerSlot,
 }
 
 impl ConnInfo {
@@ -73,6 +76,7 @@ impl ConnInfo {
             tls,
             client_cert,
             peer_ip: headers::ip_header_value(peer.ip()),
+            request_timer: TimerSlot::default(),
         }
     }
 }
@@ -455,17 +459,20 @@ impl Gateway {
             cors: None,
         };
         let timeout = server.request_timeout;
+        let mut timer = conn
+            .request_timer
+            .take(tokio::time::Instant::from_std(exchange.start) + timeout);
         // Pinned in place and timed through a reference: the phases' future is kilobytes,
-        // and moving it into `Timeout` and then into this future's state copied it twice
-        // more per request.
+        // and moving it into the timeout's future copied it once more per request.
         let outcome = {
             let process = std::pin::pin!(self.process(request, conn, &mut exchange));
-            tokio::time::timeout(timeout, process).await
+            timer::within(timer.as_mut(), process).await
         };
+        conn.request_timer.put(timer);
         let mut response = match outcome {
-            Ok(Ok(response)) => response,
-            Ok(Err(error)) => self.rescue(error, &mut exchange),
-            Err(_) => self.rescue(GatewayError::RequestTimeout(timeout), &mut exchange),
+            Some(Ok(response)) => response,
+            Some(Err(error)) => self.rescue(error, &mut exchange),
+            None => self.rescue(GatewayError::RequestTimeout(timeout), &mut exchange),
         };
         response
             .headers_mut()
@@ -1061,6 +1068,12 @@ fn request_host(request: &Request<Body>) -> Result<Option<Cow<'_, str>>, Gateway
         None => match request.headers().get(HOST) {
             Some(value) => {
                 let text = value.to_str().map_err(|_| GatewayError::BadHost)?;
+                // Nearly every `Host` is a name or IPv4 address and maybe a port: split off
+                // without parsing it into an `Authority` (which copies it, ~400
+                // instructions per request); anything else goes through that parser.
+                if let Some(host) = plain_host(text) {
+                    return Ok(Some(lower_case(host)));
+                }
                 let authority =
                     http::uri::Authority::try_from(text).map_err(|_| GatewayError::BadHost)?;
                 // The host is the start of `text` (an authority has no userinfo in `Host`
@@ -1076,6 +1089,22 @@ fn request_host(request: &Request<Body>) -> Result<Option<Cow<'_, str>>, Gateway
         },
     };
     Ok(Some(lower_case(raw)))
+}
+
+/// The host of a `Host` value made only of letters, digits, dots and hyphens, with an
+/// optional port (decimal, at most 65535); `None` for anything else (IPv6 literals,
+/// percent-encoding, userinfo, bad ports), which the caller parses in full.
+fn plain_host(text: &str) -> Option<&str> {
+    let (host, port) = match text.split_once(':') {
+        Some((host, port)) => (host, Some(port)),
+        None => (text, None),
+    };
+    let plain = !host.is_empty()
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
+        && port.is_none_or(|p| p.bytes().all(|b| b.is_ascii_digit()) && p.parse::<u16>().is_ok());
+    plain.then_some(host)
 }
 
 /// `text` in lower case, borrowed when it already is (nearly always: no allocation).
@@ -1142,6 +1171,33 @@ mock = { status = 204 }
             parts.headers,
             String::from_utf8_lossy(&bytes).into_owned(),
         )
+    }
+
+    #[test]
+    fn plain_hosts_split_as_the_authority_parser_does() {
+        for text in [
+            "example.com",
+            "Example.COM:8080",
+            "a-b.c:1",
+            "10.0.0.1:443",
+            "x:0",
+        ] {
+            let parsed = http::uri::Authority::try_from(text).expect(text);
+            assert_eq!(plain_host(text), Some(parsed.host()), "{text}");
+        }
+        for text in [
+            "[::1]:80",
+            "user@host",
+            "",
+            ":80",
+            "host:",
+            "host:abc",
+            "ho st",
+            "h:65536",
+            "a%41",
+        ] {
+            assert_eq!(plain_host(text), None, "{text}");
+        }
     }
 
     #[tokio::test]

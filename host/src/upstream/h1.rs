@@ -30,6 +30,7 @@ use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker, ready};
+use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
@@ -90,6 +91,9 @@ pub enum Error {
     ContentLength,
     #[error("unexpected 101 Switching Protocols")]
     Switching,
+    /// No response head within the timeout given to [`Connection::send`].
+    #[error("no response head in time")]
+    Timeout,
     /// The request body failed while it was being sent.
     #[error("request body: {0}")]
     Body(BoxError),
@@ -116,6 +120,8 @@ struct Inner {
     read: BytesMut,
     /// The request head being written, kept for the next one.
     write: Vec<u8>,
+    /// Times each request's exchange, re-armed for the next (see [`crate::timer`]).
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl std::fmt::Debug for Connection {
@@ -132,6 +138,7 @@ impl Connection {
             io,
             read: BytesMut::new(),
             write: Vec::new(),
+            timer: None,
         }))
     }
 
@@ -166,17 +173,34 @@ impl Connection {
         mut self,
         request: Request<Body>,
         recycle: Option<Arc<dyn Recycle>>,
+        timeout: Duration,
     ) -> Result<Response<ResponseBody>, Error> {
         let (parts, body) = request.into_parts();
         let head_request = parts.method == Method::HEAD;
-        // Let the other requests that are ready on this thread reach this point first, so
-        // that their upstream writes go out together: a write wakes the upstream, which,
-        // on the same core, may then run at once for a single request (measured proxying
-        // a small `GET` with the backend on the gateway's core: 0.57 backend wake-ups per
-        // request when each request wrote as soon as it could, 0.2-0.3 yielding first).
-        yield_once().await;
-        self.write_request(&parts, body).await?;
-        let (mut response, framing, keep_alive) = self.read_head(head_request).await?;
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut timer = crate::timer::arm(self.0.timer.take(), deadline);
+        let exchange = async {
+            // Let the other requests that are ready on this thread reach this point first,
+            // so that their upstream writes go out together: a write wakes the upstream,
+            // which, on the same core, may then run at once for a single request (measured
+            // proxying a small `GET` with the backend on the gateway's core: 0.57 backend
+            // wake-ups per request when each request wrote as soon as it could, 0.2-0.3
+            // yielding first).
+            yield_once().await;
+            self.write_request(&parts.method, &parts.uri, &parts.headers, body)
+                .await?;
+            // The request's header map, emptied, holds the response's: hyper's server
+            // keeps a response's map for the next request it reads on that connection, so
+            // one map, grown once to what the gateway adds, serves a client connection's
+            // every request and response instead of two allocated (and regrown) per
+            // request.
+            let mut headers = parts.headers;
+            headers.clear();
+            self.read_head(head_request, headers).await
+        };
+        let exchanged = crate::timer::within(timer.as_mut(), exchange).await;
+        self.0.timer = Some(timer);
+        let (mut response, framing, keep_alive) = exchanged.ok_or(Error::Timeout)??;
         let recycle = if keep_alive { recycle } else { None };
         let body = ResponseBody::new(self, framing, recycle);
         if framing == Framing::Chunked || framing == Framing::Close {
@@ -188,17 +212,19 @@ impl Connection {
 
     async fn write_request(
         &mut self,
-        parts: &http::request::Parts,
+        method: &Method,
+        uri: &http::Uri,
+        headers: &HeaderMap,
         mut body: Body,
     ) -> Result<(), Error> {
         let head = &mut self.0.write;
         head.clear();
-        head.extend_from_slice(parts.method.as_str().as_bytes());
+        head.extend_from_slice(method.as_str().as_bytes());
         head.push(b' ');
-        let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+        let target = uri.path_and_query().map_or("/", |pq| pq.as_str());
         head.extend_from_slice(target.as_bytes());
         head.extend_from_slice(b" HTTP/1.1\r\n");
-        for (name, value) in &parts.headers {
+        for (name, value) in headers {
             if name == TRANSFER_ENCODING {
                 continue;
             }
@@ -207,9 +233,9 @@ impl Connection {
             head.extend_from_slice(value.as_bytes());
             head.extend_from_slice(b"\r\n");
         }
-        let declared = parts.headers.contains_key(CONTENT_LENGTH);
+        let declared = headers.contains_key(CONTENT_LENGTH);
         let chunked = if body.is_end_stream() {
-            if !declared && matches!(parts.method, Method::POST | Method::PUT | Method::PATCH) {
+            if !declared && matches!(*method, Method::POST | Method::PUT | Method::PATCH) {
                 head.extend_from_slice(b"content-length: 0\r\n");
             }
             false
@@ -251,14 +277,16 @@ impl Connection {
         Ok(())
     }
 
-    /// Reads up to the final response head, skipping `1xx` ones.
+    /// Reads up to the final response head, skipping `1xx` ones, its fields into `headers`
+    /// (empty).
     async fn read_head(
         &mut self,
         head_request: bool,
+        mut headers: HeaderMap,
     ) -> Result<(Response<()>, Framing, bool), Error> {
         loop {
             let head = loop {
-                if let Some(head) = parse_head(&mut self.0.read)? {
+                if let Some(head) = parse_head(&mut self.0.read, &mut headers)? {
                     break head;
                 }
                 if self.0.read.len() >= MAX_HEAD {
@@ -272,6 +300,8 @@ impl Connection {
                 return Err(Error::Switching);
             }
             if head.status().is_informational() {
+                headers = head.into_parts().0.headers;
+                headers.clear();
                 continue;
             }
             let framing = framing(head.headers(), head.status(), head_request)?;
@@ -320,8 +350,9 @@ async fn yield_once() {
 
 /// Takes a complete response head off the front of `buf`: `None` until it is complete.
 /// Parsed once; the fields' values are then slices of the head's bytes (shared, not
-/// copied), found again by their offsets.
-fn parse_head(buf: &mut BytesMut) -> Result<Option<Response<()>>, Error> {
+/// copied), found again by their offsets. The fields go into `headers` (empty; its
+/// allocation is reused), which the response then owns.
+fn parse_head(buf: &mut BytesMut, headers: &mut HeaderMap) -> Result<Option<Response<()>>, Error> {
     let mut fields = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
     let mut parsed = httparse::Response::new(&mut []);
     let len = match httparse::ParserConfig::default()
@@ -355,7 +386,7 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<Response<()>>, Error> {
         );
     }
     let head = buf.split_to(len).freeze();
-    let mut headers = HeaderMap::with_capacity(count);
+    headers.reserve(count);
     for &(name_from, name_to, from, to) in &ranges[..count] {
         let name = HeaderName::from_bytes(&head[name_from as usize..name_to as usize])
             .map_err(|_| Error::Parse(httparse::Error::HeaderName))?;
@@ -366,7 +397,7 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<Response<()>>, Error> {
     let mut response = Response::new(());
     *response.status_mut() = status;
     *response.version_mut() = version;
-    *response.headers_mut() = headers;
+    *response.headers_mut() = std::mem::take(headers);
     Ok(Some(response))
 }
 
@@ -384,7 +415,21 @@ fn framing(headers: &HeaderMap, status: StatusCode, head_request: bool) -> Resul
     if head_request || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
         return Ok(Framing::Length(0));
     }
-    if let Some(coding) = headers.get_all(TRANSFER_ENCODING).iter().next_back() {
+    // One pass over the fields, names compared rather than hashed (two lookups cost
+    // ~400 instructions per response); a name's values come in their order.
+    let mut coding = None;
+    let mut length: Result<Option<u64>, Error> = Ok(None);
+    for (name, value) in headers {
+        if *name == TRANSFER_ENCODING {
+            coding = Some(value);
+        } else if *name == CONTENT_LENGTH
+            && let Ok(known) = length
+        {
+            length = content_length(value, known);
+        }
+    }
+    // Transfer-Encoding overrides Content-Length, even a bad one (RFC 9112 §6.3, 3).
+    if let Some(coding) = coding {
         let last = coding
             .as_bytes()
             .rsplit(|b| *b == b',')
@@ -397,24 +442,27 @@ fn framing(headers: &HeaderMap, status: StatusCode, head_request: bool) -> Resul
             Framing::Close
         });
     }
-    let mut length = None;
-    for value in headers.get_all(CONTENT_LENGTH) {
-        for part in value.as_bytes().split(|b| *b == b',') {
-            let part = part.trim_ascii();
-            if part.is_empty() || !part.iter().all(u8::is_ascii_digit) || part.len() > 19 {
-                return Err(Error::ContentLength);
-            }
-            let n: u64 = std::str::from_utf8(part)
-                .ok()
-                .and_then(|s| s.parse().ok())
-                .ok_or(Error::ContentLength)?;
-            if length.is_some_and(|l| l != n) {
-                return Err(Error::ContentLength);
-            }
-            length = Some(n);
+    Ok(length?.map_or(Framing::Close, Framing::Length))
+}
+
+/// `known` (what earlier `Content-Length` values said) checked against `value`: every
+/// comma-separated part must be the same decimal number.
+fn content_length(value: &HeaderValue, mut known: Option<u64>) -> Result<Option<u64>, Error> {
+    for part in value.as_bytes().split(|b| *b == b',') {
+        let part = part.trim_ascii();
+        if part.is_empty() || !part.iter().all(u8::is_ascii_digit) || part.len() > 19 {
+            return Err(Error::ContentLength);
         }
+        let n: u64 = std::str::from_utf8(part)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .ok_or(Error::ContentLength)?;
+        if known.is_some_and(|l| l != n) {
+            return Err(Error::ContentLength);
+        }
+        known = Some(n);
     }
-    Ok(length.map_or(Framing::Close, Framing::Length))
+    Ok(known)
 }
 
 /// A response body read from its connection as it is polled.
@@ -652,6 +700,9 @@ mod tests {
 
     use super::*;
 
+    /// Longer than any of these exchanges takes.
+    const TIMEOUT: Duration = Duration::from_secs(10);
+
     /// Keeps what is recycled.
     #[derive(Default)]
     struct Pool(Mutex<Vec<Connection>>);
@@ -710,7 +761,7 @@ mod tests {
     async fn get_pooled(conn: Connection, path: &str) -> (Response<ResponseBody>, Arc<Pool>) {
         let pool = Arc::new(Pool::default());
         let response = conn
-            .send(get(path), Some(pool.clone()))
+            .send(get(path), Some(pool.clone()), TIMEOUT)
             .await
             .expect("response");
         (response, pool)
@@ -719,6 +770,33 @@ mod tests {
     async fn text(body: ResponseBody) -> Result<String, BoxError> {
         let bytes = Body::upstream(body).collect().await?.to_bytes();
         Ok(String::from_utf8_lossy(&bytes).into_owned())
+    }
+
+    #[tokio::test]
+    async fn a_reused_connection_times_its_next_exchange_too() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        // Answers the first request, then reads the second and says nothing.
+        let _server = tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.expect("accept");
+            let mut buf = [0u8; 4096];
+            let _ = stream.read(&mut buf).await.expect("read");
+            stream
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                .await
+                .expect("write");
+            let _ = stream.read(&mut buf).await.expect("read");
+            tokio::time::sleep(Duration::from_secs(30)).await;
+        });
+        let conn = Connection::new(Box::new(TcpStream::connect(addr).await.expect("connect")));
+        let (response, pool) = get_pooled(conn, "/").await;
+        assert_eq!(text(response.into_body()).await.expect("body"), "ok");
+        let conn = pool.0.lock().expect("pool").pop().expect("recycled");
+        let started = std::time::Instant::now();
+        let timeout = Duration::from_millis(200);
+        let sent = conn.send(get("/"), None, timeout).await;
+        assert!(matches!(sent, Err(Error::Timeout)), "{sent:?}");
+        assert!(started.elapsed() >= timeout);
     }
 
     #[tokio::test]
@@ -781,7 +859,7 @@ mod tests {
             0,
         )
         .await;
-        let response = conn.send(get("/"), None).await.expect("response");
+        let response = conn.send(get("/"), None, TIMEOUT).await.expect("response");
         assert_eq!(response.status(), 204);
         assert!(response.body().is_end_stream());
     }
@@ -831,7 +909,10 @@ mod tests {
             b"HTTP/1.1 200 OK\r\nContent-",
         ] {
             let (conn, _server) = server(vec![bytes], 0).await;
-            assert!(conn.send(get("/"), None).await.is_err(), "{bytes:?}");
+            assert!(
+                conn.send(get("/"), None, TIMEOUT).await.is_err(),
+                "{bytes:?}"
+            );
         }
     }
 
@@ -841,7 +922,7 @@ mod tests {
         let request = Request::post("/")
             .body(Body::full("hello"))
             .expect("request");
-        conn.send(request, None).await.expect("response");
+        conn.send(request, None, TIMEOUT).await.expect("response");
         let seen = String::from_utf8(seen.await.expect("server")).expect("utf-8");
         assert!(seen.contains("content-length: 5\r\n\r\nhello"), "{seen}");
 
@@ -851,7 +932,7 @@ mod tests {
         // "2\r\nab\r\n3\r\ncde\r\n0\r\n\r\n" is 20 bytes.
         let (conn, seen) = server(vec![b"HTTP/1.1 204 No Content\r\n\r\n"], 20).await;
         let request = Request::post("/").body(body).expect("request");
-        conn.send(request, None).await.expect("response");
+        conn.send(request, None, TIMEOUT).await.expect("response");
         let seen = String::from_utf8(seen.await.expect("server")).expect("utf-8");
         assert!(
             seen.contains("transfer-encoding: chunked\r\n\r\n2\r\nab\r\n3\r\ncde\r\n0\r\n\r\n"),
@@ -859,9 +940,13 @@ mod tests {
         );
 
         let (conn, seen) = server(vec![b"HTTP/1.1 204 No Content\r\n\r\n"], 0).await;
-        conn.send(Request::post("/").body(Body::Empty).expect("request"), None)
-            .await
-            .expect("response");
+        conn.send(
+            Request::post("/").body(Body::Empty).expect("request"),
+            None,
+            TIMEOUT,
+        )
+        .await
+        .expect("response");
         let seen = String::from_utf8(seen.await.expect("server")).expect("utf-8");
         assert!(seen.contains("content-length: 0\r\n"), "{seen}");
     }
@@ -920,5 +1005,9 @@ mod tests {
         );
         let same = headers(&[("content-length", "7, 7"), ("content-length", "7")]);
         assert_eq!(framing(&same, ok, false).ok(), Some(Framing::Length(7)));
+        let differ = headers(&[("content-length", "7"), ("content-length", "8")]);
+        assert!(framing(&differ, ok, false).is_err());
+        let bad = headers(&[("content-length", "x"), ("transfer-encoding", "chunked")]);
+        assert_eq!(framing(&bad, ok, false).ok(), Some(Framing::Chunked));
     }
 }

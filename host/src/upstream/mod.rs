@@ -520,10 +520,10 @@ impl UpstreamPool {
         let sent: Result<Response<Body>, BoxError> = match conn {
             Conn::H1(conn) => {
                 let recycle = Some(target.clone() as Arc<dyn h1::Recycle>);
-                match tokio::time::timeout(self.timeout, conn.send(request, recycle)).await {
-                    Ok(Ok(response)) => Ok(response.map(Body::upstream)),
-                    Ok(Err(e)) => Err(e.into()),
-                    Err(_) => return Err(self.timed_out(target)),
+                match conn.send(request, recycle, self.timeout).await {
+                    Ok(response) => Ok(response.map(Body::upstream)),
+                    Err(h1::Error::Timeout) => return Err(self.timed_out(target)),
+                    Err(e) => Err(e.into()),
                 }
             }
             Conn::Upgrade(mut sender) => {
