@@ -999,6 +999,99 @@ async fn a_response_dropped_half_read_does_not_poison_the_pool() {
     assert_eq!(whole.bytes().await.expect("body").len(), BIG_BYTES);
 }
 
+/// A keep-alive HTTP/1.1 backend that answers the first request on each connection
+/// (`Content-Length`, kept alive) and closes the connection, unanswered, when a second
+/// comes: as a server does that drops an idle connection just as the gateway reuses it.
+/// Returns the request lines it read, in order, and how many connections it accepted.
+async fn one_request_per_connection_upstream() -> (
+    SocketAddr,
+    Arc<std::sync::Mutex<Vec<String>>>,
+    Arc<AtomicUsize>,
+) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let seen: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let (log, count) = (seen.clone(), accepted.clone());
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            let log = log.clone();
+            tokio::spawn(async move {
+                for answered in [true, false] {
+                    let mut head = Vec::new();
+                    let mut buf = [0u8; 1024];
+                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match stream.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => head.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let line = String::from_utf8_lossy(&head);
+                    let line = line.lines().next().unwrap_or("").to_owned();
+                    log.lock().expect("log").push(line);
+                    if answered {
+                        let answer = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+                        if stream.write_all(answer).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+                // Dropped: closed, the second request unanswered.
+            });
+        }
+    });
+    (addr, seen, accepted)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reused_connection_closed_unanswered_is_retried_on_a_new_one_for_idempotent_requests() {
+    let (addr, seen, accepted) = one_request_per_connection_upstream().await;
+    // No retries to other targets, and ejected at the first failure: the new connection
+    // is neither, and the target's standing is untouched.
+    let gateway = proxy(&format!(
+        "{}\nretries = 0\neject = {{ failures = 1, duration = \"30s\" }}",
+        targets(&[http_url(addr)])
+    ));
+    let client = client();
+
+    for path in ["/first", "/second", "/third"] {
+        let response = client.get(gateway.url(path)).send().await.expect("get");
+        assert_eq!(response.status(), 200, "{path}");
+        assert_eq!(response.text().await.expect("body"), "ok");
+    }
+    // Each request after the first met a pooled connection that the backend then closed,
+    // and went again on a new one.
+    let lines = seen.lock().expect("log").clone();
+    assert_eq!(
+        lines,
+        [
+            "GET /first HTTP/1.1",
+            "GET /second HTTP/1.1",
+            "GET /second HTTP/1.1",
+            "GET /third HTTP/1.1",
+            "GET /third HTTP/1.1",
+        ]
+    );
+    assert_eq!(accepted.load(Ordering::SeqCst), 3);
+
+    // A `POST` is not sent twice: the backend may have acted on it.
+    let post = client
+        .post(gateway.url("/once"))
+        .body("x")
+        .send()
+        .await
+        .expect("post");
+    assert_gateway_error(post, 502, "upstream failed").await;
+    let posts = seen
+        .lock()
+        .expect("log")
+        .iter()
+        .filter(|l| l.starts_with("POST"))
+        .count();
+    assert_eq!(posts, 1);
+}
+
 // ---- 9. max_body ----
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -81,8 +81,12 @@ pub trait Recycle: Send + Sync {
 pub enum Error {
     #[error("{0}")]
     Io(#[from] io::Error),
-    #[error("connection closed before a complete response head")]
-    Closed,
+    /// The connection ended before any byte of a response: the server may never have
+    /// read the request. [`Connection::send`] hands the request's head back in it.
+    #[error("{0}")]
+    Unanswered(Unanswered),
+    #[error("connection closed in the middle of a response head")]
+    ClosedInHead,
     #[error("invalid response head: {0}")]
     Parse(httparse::Error),
     #[error("response head larger than {MAX_HEAD} bytes")]
@@ -100,6 +104,40 @@ pub enum Error {
 }
 
 /// Why a response body failed.
+/// How a connection ended before it answered, and the request it did not answer.
+#[derive(Debug)]
+pub struct Unanswered {
+    /// The reset, when it was not a plain close.
+    cause: Option<io::Error>,
+    /// The request's head (its body, if it had one, is spent), to send again; always
+    /// there in what [`Connection::send`] returns.
+    pub(super) request: Option<Box<http::request::Parts>>,
+}
+
+impl std::fmt::Display for Unanswered {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.cause {
+            None => f.write_str("connection closed before any response"),
+            Some(cause) => write!(f, "connection reset before any response: {cause}"),
+        }
+    }
+}
+
+impl Error {
+    /// `e` as [`Error::Unanswered`] when it is the peer resetting the connection.
+    fn reset_or_io(e: io::Error) -> Error {
+        match e.kind() {
+            io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::BrokenPipe => Error::Unanswered(Unanswered {
+                cause: Some(e),
+                request: None,
+            }),
+            _ => Error::Io(e),
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum BodyError {
     #[error("upstream connection: {0}")]
@@ -175,7 +213,7 @@ impl Connection {
         recycle: Option<Arc<dyn Recycle>>,
         timeout: Duration,
     ) -> Result<Response<ResponseBody>, Error> {
-        let (parts, body) = request.into_parts();
+        let (mut parts, body) = request.into_parts();
         let head_request = parts.method == Method::HEAD;
         let deadline = tokio::time::Instant::now() + timeout;
         let mut timer = crate::timer::arm(self.0.timer.take(), deadline);
@@ -193,14 +231,20 @@ impl Connection {
             // keeps a response's map for the next request it reads on that connection, so
             // one map, grown once to what the gateway adds, serves a client connection's
             // every request and response instead of two allocated (and regrown) per
-            // request.
-            let mut headers = parts.headers;
-            headers.clear();
-            self.read_head(head_request, headers).await
+            // request. It is emptied only once a response head is complete.
+            self.read_head(head_request, &mut parts.headers).await
         };
         let exchanged = crate::timer::within(timer.as_mut(), exchange).await;
         self.0.timer = Some(timer);
-        let (mut response, framing, keep_alive) = exchanged.ok_or(Error::Timeout)??;
+        let (mut response, framing, keep_alive) = match exchanged {
+            None => return Err(Error::Timeout),
+            Some(Ok(head)) => head,
+            Some(Err(Error::Unanswered(mut unanswered))) => {
+                unanswered.request = Some(Box::new(parts));
+                return Err(Error::Unanswered(unanswered));
+            }
+            Some(Err(e)) => return Err(e),
+        };
         let recycle = if keep_alive { recycle } else { None };
         let body = ResponseBody::new(self, framing, recycle);
         if framing == Framing::Chunked || framing == Framing::Close {
@@ -250,7 +294,11 @@ impl Connection {
             true
         };
         head.extend_from_slice(b"\r\n");
-        self.0.io.write_all(&self.0.write).await?;
+        self.0
+            .io
+            .write_all(&self.0.write)
+            .await
+            .map_err(Error::reset_or_io)?;
         while let Some(frame) = body.frame().await {
             let frame = frame.map_err(Error::Body)?;
             let Ok(data) = frame.into_data() else {
@@ -273,35 +321,47 @@ impl Connection {
         if chunked {
             self.0.io.write_all(b"0\r\n\r\n").await?;
         }
-        self.0.io.flush().await?;
+        self.0.io.flush().await.map_err(Error::reset_or_io)?;
         Ok(())
     }
 
-    /// Reads up to the final response head, skipping `1xx` ones, its fields into `headers`
-    /// (empty).
+    /// Reads up to the final response head, skipping `1xx` ones. `headers` (the request's,
+    /// kept intact until then) is emptied for the fields of the first complete head and
+    /// taken by the response.
     async fn read_head(
         &mut self,
         head_request: bool,
-        mut headers: HeaderMap,
+        headers: &mut HeaderMap,
     ) -> Result<(Response<()>, Framing, bool), Error> {
+        let mut interim = false;
         loop {
             let head = loop {
-                if let Some(head) = parse_head(&mut self.0.read, &mut headers)? {
+                if let Some(head) = parse_head(&mut self.0.read, headers)? {
                     break head;
                 }
                 if self.0.read.len() >= MAX_HEAD {
                     return Err(Error::HeadTooLarge);
                 }
-                if self.fill().await? == 0 {
-                    return Err(Error::Closed);
+                let answered = interim || !self.0.read.is_empty();
+                match self.fill().await {
+                    Ok(0) if answered => return Err(Error::ClosedInHead),
+                    Ok(0) => {
+                        return Err(Error::Unanswered(Unanswered {
+                            cause: None,
+                            request: None,
+                        }));
+                    }
+                    Ok(_) => {}
+                    Err(e) if answered => return Err(Error::Io(e)),
+                    Err(e) => return Err(Error::reset_or_io(e)),
                 }
             };
             if head.status() == StatusCode::SWITCHING_PROTOCOLS {
                 return Err(Error::Switching);
             }
             if head.status().is_informational() {
-                headers = head.into_parts().0.headers;
-                headers.clear();
+                interim = true;
+                *headers = head.into_parts().0.headers;
                 continue;
             }
             let framing = framing(head.headers(), head.status(), head_request)?;
@@ -350,7 +410,7 @@ async fn yield_once() {
 
 /// Takes a complete response head off the front of `buf`: `None` until it is complete.
 /// Parsed once; the fields' values are then slices of the head's bytes (shared, not
-/// copied), found again by their offsets. The fields go into `headers` (empty; its
+/// copied), found again by their offsets. The fields go into `headers`, emptied first (its
 /// allocation is reused), which the response then owns.
 fn parse_head(buf: &mut BytesMut, headers: &mut HeaderMap) -> Result<Option<Response<()>>, Error> {
     let mut fields = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
@@ -386,6 +446,7 @@ fn parse_head(buf: &mut BytesMut, headers: &mut HeaderMap) -> Result<Option<Resp
         );
     }
     let head = buf.split_to(len).freeze();
+    headers.clear();
     headers.reserve(count);
     for &(name_from, name_to, from, to) in &ranges[..count] {
         let name = HeaderName::from_bytes(&head[name_from as usize..name_to as usize])
@@ -914,6 +975,26 @@ mod tests {
                 "{bytes:?}"
             );
         }
+    }
+
+    #[tokio::test]
+    async fn a_connection_closed_before_any_answer_hands_the_request_back() {
+        let (conn, _server) = server(vec![], 0).await;
+        match conn.send(get("/again?x=1"), None, TIMEOUT).await {
+            Err(Error::Unanswered(Unanswered {
+                cause,
+                request: Some(head),
+            })) => {
+                assert!(cause.is_none(), "a plain close: {cause:?}");
+                assert_eq!(head.uri, "/again?x=1");
+                assert_eq!(head.headers["host"], "upstream");
+            }
+            other => panic!("{other:?}"),
+        }
+        // Closed after part of a head: that was an answer, broken.
+        let (conn, _server) = server(vec![b"HTTP/1.1 200 OK\r\nContent-"], 0).await;
+        let sent = conn.send(get("/"), None, TIMEOUT).await;
+        assert!(matches!(sent, Err(Error::ClosedInHead)), "{sent:?}");
     }
 
     #[tokio::test]

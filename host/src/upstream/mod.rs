@@ -8,6 +8,9 @@
 //! `connect_timeout`), and only then hands over its body. So a failed
 //! connect can always be retried on another target, even for a `POST` with a streamed
 //! body; a failure after sending is retried only for idempotent methods without a body.
+//! Such a request whose reused HTTP/1.1 connection ends before any byte of an answer (the
+//! server closed it, idle, as it was taken) goes once more to the same target on a new
+//! connection, outside the `retries` count and without a mark against the target.
 //!
 //! **Invariant:** an HTTP/1.1 connection goes back to its pool only when the response body
 //! was read to its end; a response dropped half-read closes its connection.
@@ -358,30 +361,17 @@ impl UpstreamPool {
                 target.metrics.retry();
             }
             report.target = Some(target.url.clone());
-            // A pooled connection is there at once; only a new one is timed. The connect
-            // path (TCP, TLS, HTTP/1 or HTTP/2 handshake) is boxed: cold but large, inline
-            // it made every request's future kilobytes bigger, and futures are moved
-            // several times per request (measured: 6-9% less CPU per proxied request).
-            let connected = match self.pooled(target, forward.upgrade) {
-                Some(conn) => Ok(Ok(conn)),
-                None => {
-                    let connect = Box::pin(self.connect(target, forward.upgrade));
-                    tokio::time::timeout(self.connect_timeout, connect).await
-                }
-            };
-            let conn = match connected {
-                Ok(Ok(conn)) => conn,
-                Ok(Err(e)) => {
-                    target.record_failure(&self.name, self.eject, UpstreamOutcome::connect_error);
-                    last_error = Some(self.connect_error(target, e));
-                    continue;
-                }
-                Err(_) => {
-                    target.record_failure(&self.name, self.eject, UpstreamOutcome::connect_error);
-                    let e = ConnectError::Timeout(self.connect_timeout);
-                    last_error = Some(self.connect_error(target, e));
-                    continue;
-                }
+            let pooled = self.pooled(target, forward.upgrade);
+            let reused = matches!(pooled, Some(Conn::H1(_)));
+            let conn = match pooled {
+                Some(conn) => conn,
+                None => match self.connect_timed(target, forward.upgrade).await {
+                    Ok(conn) => conn,
+                    Err(e) => {
+                        last_error = Some(e);
+                        continue;
+                    }
+                },
             };
             // No attempt follows the last one allowed, nor one made on the only target
             // left untried (a retry goes to another target): the usual single-target
@@ -405,7 +395,9 @@ impl UpstreamPool {
             let request =
                 self.upstream_request(&parts, headers, target, forward, attempt_body, h2)?;
             let sent_at = Instant::now();
-            let sent = self.send(conn, target, request, faults.as_ref()).await;
+            let sent = self
+                .send(conn, target, request, faults.as_ref(), reused && replayable)
+                .await;
             report.elapsed = Some(sent_at.elapsed());
             match sent {
                 Ok(response) => return Ok(response),
@@ -421,6 +413,26 @@ impl UpstreamPool {
         Err(last_error.unwrap_or_else(|| GatewayError::NoHealthyTarget {
             upstream: self.name.clone(),
         }))
+    }
+
+    /// A new connection to `target` within `connect_timeout`; a failure is marked
+    /// against the target. The connect path (TCP, TLS, HTTP/1 or HTTP/2 handshake) is
+    /// boxed: cold but large, inline it made every request's future kilobytes bigger, and
+    /// futures are moved several times per request (measured: 6-9% less CPU per proxied
+    /// request).
+    async fn connect_timed(
+        &self,
+        target: &Arc<TargetPool>,
+        upgrade: bool,
+    ) -> Result<Conn, GatewayError> {
+        let connect = Box::pin(self.connect(target, upgrade));
+        let e = match tokio::time::timeout(self.connect_timeout, connect).await {
+            Ok(Ok(conn)) => return Ok(conn),
+            Ok(Err(e)) => e,
+            Err(_) => ConnectError::Timeout(self.connect_timeout),
+        };
+        target.record_failure(&self.name, self.eject, UpstreamOutcome::connect_error);
+        Err(self.connect_error(target, e))
     }
 
     fn connect_error(&self, target: &TargetPool, e: ConnectError) -> GatewayError {
@@ -512,34 +524,51 @@ impl UpstreamPool {
     /// `hyper::upgrade::on`).
     async fn send(
         &self,
-        conn: Conn,
+        mut conn: Conn,
         target: &Arc<TargetPool>,
-        request: Request<Body>,
+        mut request: Request<Body>,
         faults: Option<&FaultWatch>,
+        mut replay: bool,
     ) -> Result<Response<Body>, GatewayError> {
-        let sent: Result<Response<Body>, BoxError> = match conn {
-            Conn::H1(conn) => {
-                let recycle = Some(target.clone() as Arc<dyn h1::Recycle>);
-                match conn.send(request, recycle, self.timeout).await {
-                    Ok(response) => Ok(response.map(Body::upstream)),
-                    Err(h1::Error::Timeout) => return Err(self.timed_out(target)),
-                    Err(e) => Err(e.into()),
+        let sent: Result<Response<Body>, BoxError> = loop {
+            break match conn {
+                Conn::H1(h1) => {
+                    let recycle = Some(target.clone() as Arc<dyn h1::Recycle>);
+                    match h1.send(request, recycle, self.timeout).await {
+                        Ok(response) => Ok(response.map(Body::upstream)),
+                        Err(h1::Error::Timeout) => return Err(self.timed_out(target)),
+                        // An idle connection the server closed as it was taken: it never
+                        // saw the request. Once more to the same target on a new
+                        // connection (as nginx does with its cached keep-alive
+                        // connections), and no mark against the target.
+                        Err(h1::Error::Unanswered(h1::Unanswered {
+                            request: Some(head),
+                            ..
+                        })) if replay => {
+                            replay = false;
+                            target.metrics.retry();
+                            conn = self.connect_timed(target, false).await?;
+                            request = Request::from_parts(*head, Body::Empty);
+                            continue;
+                        }
+                        Err(e) => Err(e.into()),
+                    }
                 }
-            }
-            Conn::Upgrade(mut sender) => {
-                match tokio::time::timeout(self.timeout, sender.send_request(request)).await {
-                    Ok(Ok(response)) => Ok(response.map(Body::stream)),
-                    Ok(Err(e)) => Err(e.into()),
-                    Err(_) => return Err(self.timed_out(target)),
+                Conn::Upgrade(mut sender) => {
+                    match tokio::time::timeout(self.timeout, sender.send_request(request)).await {
+                        Ok(Ok(response)) => Ok(response.map(Body::stream)),
+                        Ok(Err(e)) => Err(e.into()),
+                        Err(_) => return Err(self.timed_out(target)),
+                    }
                 }
-            }
-            Conn::H2(mut sender) => {
-                match tokio::time::timeout(self.timeout, sender.send_request(request)).await {
-                    Ok(Ok(response)) => Ok(response.map(Body::stream)),
-                    Ok(Err(e)) => Err(e.into()),
-                    Err(_) => return Err(self.timed_out(target)),
+                Conn::H2(mut sender) => {
+                    match tokio::time::timeout(self.timeout, sender.send_request(request)).await {
+                        Ok(Ok(response)) => Ok(response.map(Body::stream)),
+                        Ok(Err(e)) => Err(e.into()),
+                        Err(_) => return Err(self.timed_out(target)),
+                    }
                 }
-            }
+            };
         };
         match sent {
             Ok(response) => {
