@@ -481,14 +481,28 @@ async fn accept_loop(listener: TcpListener, ctx: AcceptCtx) {
         let open = open.clone();
         open.inc();
         ctx.tracker.clone().spawn(async move {
-            let _permit = permit;
-            serve_stream(stream, peer, ctx).await;
-            open.dec();
+            let Some(tunnel) = serve_stream(stream, peer, &ctx).await else {
+                drop(permit);
+                open.dec();
+                return;
+            };
+            // A connection that switched protocols lives on in a task of its own, which
+            // holds only the tunnel: this one is sized for the whole HTTP pipeline, which
+            // every idle WebSocket would otherwise keep (kilobytes each). It keeps the
+            // connection's permit and is drained on shutdown like any connection.
+            let cancel = ctx.cancel.clone();
+            ctx.tracker.spawn(async move {
+                let _permit = permit;
+                tunnel.run(cancel.cancelled()).await;
+                open.dec();
+            });
         });
     }
 }
 
-async fn serve_stream(stream: TcpStream, peer: SocketAddr, ctx: AcceptCtx) {
+/// Serves one accepted connection; a connection that switched protocols (WebSocket) is
+/// handed back as the tunnel to run.
+async fn serve_stream(stream: TcpStream, peer: SocketAddr, ctx: &AcceptCtx) -> Option<Switched> {
     // Connection-level settings come from the gateway live when the connection arrives.
     let gateway = ctx.shared.gateway();
     let server = &gateway.config().server;
@@ -506,11 +520,11 @@ async fn serve_stream(stream: TcpStream, peer: SocketAddr, ctx: AcceptCtx) {
                 Ok(Ok(stream)) => stream,
                 Ok(Err(e)) => {
                     tracing::debug!(%peer, error = %e, "tls handshake failed");
-                    return;
+                    return None;
                 }
                 Err(_) => {
                     tracing::debug!(%peer, "tls handshake timed out");
-                    return;
+                    return None;
                 }
             };
             let session = stream.get_ref().1;
@@ -522,11 +536,11 @@ async fn serve_stream(stream: TcpStream, peer: SocketAddr, ctx: AcceptCtx) {
                 .and_then(|cert| crate::identity::ClientCert::from_der(cert))
                 .map(Arc::new);
             let info = ConnInfo::new(peer, true, client_cert);
-            serve_connection(stream, info, !h2, &limits, ctx).await;
+            serve_connection(stream, info, !h2, &limits, ctx).await
         }
         _ => {
             let info = ConnInfo::new(peer, false, None);
-            serve_connection(stream, info, true, &limits, ctx).await;
+            serve_connection(stream, info, true, &limits, ctx).await
         }
     }
 }
@@ -538,14 +552,16 @@ struct Limits {
     http: auto::Builder<TokioExecutor>,
 }
 
-/// Serves HTTP on one connection until it ends, times out or is drained.
+/// Serves HTTP on one connection until it ends, times out or is drained; when it switched
+/// protocols, returns the tunnel it became.
 async fn serve_connection<I>(
     io: I,
     info: ConnInfo,
     may_be_http1: bool,
     limits: &Limits,
-    ctx: AcceptCtx,
-) where
+    ctx: &AcceptCtx,
+) -> Option<Switched>
+where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let activity = Arc::new(Activity::new(may_be_http1));
@@ -600,11 +616,7 @@ async fn serve_connection<I>(
                 }
                 // Switched protocols: the connection lives on as a tunnel, drained
                 // (closed with a WebSocket Close) on shutdown.
-                let tunnel = lock(&switched).take();
-                if let Some(tunnel) = tunnel {
-                    tunnel.run(ctx.cancel.cancelled()).await;
-                }
-                return;
+                return lock(&switched).take();
             }
             () = &mut shutdown, if !draining => {
                 draining = true;
@@ -612,7 +624,7 @@ async fn serve_connection<I>(
             }
             reason = &mut watchdog => {
                 tracing::debug!(reason, "closing connection");
-                return;
+                return None;
             }
         }
     }
