@@ -177,6 +177,16 @@ impl TestGateway {
         )
     }
 
+    /// `POST /reload` on the admin listener, with `token` as a bearer token when given.
+    pub async fn reload(&self, token: Option<&str>) -> reqwest::Response {
+        let request = client().post(self.admin_url("/reload"));
+        let request = match token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        };
+        request.send().await.expect("reload")
+    }
+
     pub fn http_addr(&self) -> SocketAddr {
         self.http.expect("gateway has no http listener")
     }

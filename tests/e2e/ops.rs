@@ -334,11 +334,7 @@ async fn cache_and_state_metrics_count_on_across_a_reload_that_replaces_the_stat
     // A new `[cache]` bound: the reload builds a fresh state (and an empty cache).
     let bounded = format!("[cache]\nmax_entries = 50\n{CACHED_ROUTE}");
     rewrite(&gateway, &pinned(&gateway, &bounded));
-    let r = client()
-        .post(gateway.admin_url("/reload"))
-        .send()
-        .await
-        .expect("reload");
+    let r = gateway.reload(None).await;
     assert_eq!(r.status(), 200);
     assert_eq!(x_cache(&gateway).await, "miss");
     assert_eq!(x_cache(&gateway).await, "hit");
@@ -417,11 +413,7 @@ async fn reload_under_load_drops_nothing_and_applies_new_routes() {
             ONE_ROUTE
         };
         rewrite(&gateway, &pinned(&gateway, routes));
-        let r = http
-            .post(gateway.admin_url("/reload"))
-            .send()
-            .await
-            .expect("reload");
+        let r = gateway.reload(None).await;
         assert_eq!(r.status(), 200, "{}", r.text().await.unwrap_or_default());
         tokio::time::sleep(Duration::from_millis(150)).await;
     }
@@ -454,11 +446,7 @@ async fn a_bad_reload_is_refused_with_its_errors_and_the_old_routes_keep_serving
             "[[routes]]\npath = \"/broken\"\nupstream = \"nowhere\"\n",
         ),
     );
-    let r = http
-        .post(gateway.admin_url("/reload"))
-        .send()
-        .await
-        .expect("reload");
+    let r = gateway.reload(None).await;
     assert_eq!(r.status(), 400);
     let body: serde_json::Value = r.json().await.expect("json");
     let errors = body["errors"].as_array().expect("errors list");
@@ -498,11 +486,7 @@ async fn a_reload_that_moves_a_listener_is_refused_by_name() {
         gateway.admin.expect("admin")
     );
     rewrite(&gateway, &moved);
-    let r = client()
-        .post(gateway.admin_url("/reload"))
-        .send()
-        .await
-        .expect("reload");
+    let r = gateway.reload(None).await;
     assert_eq!(r.status(), 400);
     let body: serde_json::Value = r.json().await.expect("json");
     assert!(

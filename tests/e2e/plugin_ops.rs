@@ -333,12 +333,7 @@ async fn plugin_and_decision_counters_never_go_back_across_a_reload() {
         config(&listen, &admin_addr, &upstream, "2s"),
     )
     .expect("rewrite");
-    let reloaded = client()
-        .post(gateway.admin_url("/reload"))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .expect("reload");
+    let reloaded = gateway.reload(Some(TOKEN)).await;
     assert_eq!(reloaded.status(), 200);
     traffic().await; // a miss: the new cache is empty
 

@@ -506,11 +506,7 @@ filters = [{{ plugin = "probe" }}]
         gateway.admin.expect("admin").to_string(),
     );
     std::fs::write(&gateway.config_path, file("2s", &listen, &admin)).expect("rewrite");
-    let reload = client()
-        .post(gateway.admin_url("/reload"))
-        .send()
-        .await
-        .expect("reload");
+    let reload = gateway.reload(None).await;
     assert_eq!(reload.status(), 200);
     // `probe` changed (its limits): loaded again; `hello` did not: kept as it was. (The
     // log lines are read from the child's output as they come: wait for them.)

@@ -705,6 +705,20 @@ async fn nothing_listening_is_502() {
     assert_gateway_error(response, 502, "upstream unreachable").await;
 }
 
+/// Reads a request head (and whatever came with it) off `stream`, as text; `None` when
+/// the connection ends first.
+async fn read_request_head(stream: &mut tokio::net::TcpStream) -> Option<String> {
+    let mut head = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+        }
+    }
+    Some(String::from_utf8_lossy(&head).into_owned())
+}
+
 /// A raw HTTP/1.1 backend that misbehaves by path: `/truncate` announces 1000 bytes,
 /// sends 100 and hangs up; `/hangup` hangs up without answering; anything else gets
 /// `ok` and `Connection: close`.
@@ -719,15 +733,9 @@ fn misbehaving_upstream_on(listener: TcpListener) -> (SocketAddr, tokio::task::J
     let task = tokio::spawn(async move {
         while let Ok((mut stream, _)) = listener.accept().await {
             tokio::spawn(async move {
-                let mut head = Vec::new();
-                let mut buf = [0u8; 1024];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match stream.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => head.extend_from_slice(&buf[..n]),
-                    }
-                }
-                let head = String::from_utf8_lossy(&head);
+                let Some(head) = read_request_head(&mut stream).await else {
+                    return;
+                };
                 let path = head.split_whitespace().nth(1).unwrap_or("");
                 let answer: Vec<u8> = match path {
                     "/truncate" => {
@@ -1019,16 +1027,10 @@ async fn one_request_per_connection_upstream() -> (
             let log = log.clone();
             tokio::spawn(async move {
                 for answered in [true, false] {
-                    let mut head = Vec::new();
-                    let mut buf = [0u8; 1024];
-                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                        match stream.read(&mut buf).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => head.extend_from_slice(&buf[..n]),
-                        }
-                    }
-                    let line = String::from_utf8_lossy(&head);
-                    let line = line.lines().next().unwrap_or("").to_owned();
+                    let Some(head) = read_request_head(&mut stream).await else {
+                        return;
+                    };
+                    let line = head.lines().next().unwrap_or("").to_owned();
                     log.lock().expect("log").push(line);
                     if answered {
                         let answer = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";

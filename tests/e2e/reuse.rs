@@ -210,12 +210,7 @@ async fn a_reload_drops_the_idle_instances_of_the_plugins_it_keeps() {
     assert_eq!(plugin(&gateway, "probe").await["idle"], 1);
 
     // The same file again: every plugin is kept as it was loaded ...
-    let reload = client()
-        .post(gateway.admin_url("/reload"))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .expect("reload");
+    let reload = gateway.reload(Some(TOKEN)).await;
     assert_eq!(reload.status(), 200);
     let probe = plugin(&gateway, "probe").await;
     assert_eq!(probe["idle"], 0, "{probe}");

@@ -512,6 +512,18 @@ mod tests {
         frame
     }
 
+    /// A tunnel between two in-memory pipes of 1 KiB: the client's and the upstream's
+    /// far ends, and the tunnel's task.
+    fn start(
+        limits: WebSocketProxy,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> (DuplexStream, DuplexStream, tokio::task::JoinHandle<Outcome>) {
+        let (client_io, client) = duplex(1024);
+        let (upstream_io, upstream) = duplex(1024);
+        let tunnel = tokio::spawn(pipe(client_io, upstream_io, limits, shutdown));
+        (client, upstream, tunnel)
+    }
+
     async fn read_some(peer: &mut DuplexStream) -> Vec<u8> {
         let mut buf = vec![0u8; 256];
         let n = tokio::time::timeout(Duration::from_secs(5), peer.read(&mut buf))
@@ -524,14 +536,8 @@ mod tests {
 
     #[tokio::test]
     async fn bytes_flow_both_ways_and_an_end_of_stream_is_passed_on() {
-        let (client_io, mut client) = duplex(1024);
-        let (upstream_io, mut upstream) = duplex(1024);
-        let tunnel = tokio::spawn(pipe(
-            client_io,
-            upstream_io,
-            limits(10_000, 10_000),
-            std::future::pending(),
-        ));
+        let (mut client, mut upstream, tunnel) =
+            start(limits(10_000, 10_000), std::future::pending());
         client.write_all(b"ping").await.expect("write");
         assert_eq!(read_some(&mut upstream).await, b"ping");
         upstream.write_all(b"pong").await.expect("write");
@@ -552,14 +558,8 @@ mod tests {
     async fn a_slow_reader_gets_every_byte_in_order() {
         // Pipes of 1 KiB: the tunnel's writes stall over and over, so what it read and
         // could not pass on yet is kept and written later.
-        let (client_io, mut client) = duplex(1024);
-        let (upstream_io, mut upstream) = duplex(1024);
-        let tunnel = tokio::spawn(pipe(
-            client_io,
-            upstream_io,
-            limits(10_000, 10_000),
-            std::future::pending(),
-        ));
+        let (mut client, mut upstream, tunnel) =
+            start(limits(10_000, 10_000), std::future::pending());
         // Three 64 KiB binary frames from the server, each byte its offset's.
         let mut frames = Vec::new();
         for n in 0..3u8 {
@@ -593,15 +593,8 @@ mod tests {
 
     #[tokio::test]
     async fn idle_timeout_sends_going_away_both_ways() {
-        let (client_io, mut client) = duplex(1024);
-        let (upstream_io, mut upstream) = duplex(1024);
         let started = Instant::now();
-        let tunnel = tokio::spawn(pipe(
-            client_io,
-            upstream_io,
-            limits(300, 10_000),
-            std::future::pending(),
-        ));
+        let (mut client, mut upstream, tunnel) = start(limits(300, 10_000), std::future::pending());
         // Traffic after 150 ms pushes the timeout past 450 ms.
         tokio::time::sleep(Duration::from_millis(150)).await;
         upstream.write_all(&text("hi")).await.expect("write");
@@ -631,17 +624,10 @@ mod tests {
 
     #[tokio::test]
     async fn no_close_frame_in_the_middle_of_a_frame() {
-        let (client_io, mut client) = duplex(1024);
-        let (upstream_io, mut upstream) = duplex(1024);
         let started = Instant::now();
-        let tunnel = tokio::spawn(pipe(
-            client_io,
-            upstream_io,
-            limits(10_000, 10_000),
-            async {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            },
-        ));
+        let (mut client, mut upstream, tunnel) = start(limits(10_000, 10_000), async {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        });
         // Half a frame to the client: a 10-byte payload, 3 bytes of it.
         upstream
             .write_all(&[0x82, 10, 1, 2, 3])
@@ -664,15 +650,9 @@ mod tests {
 
     #[tokio::test]
     async fn a_finished_closing_handshake_ends_the_tunnel_though_the_client_stays() {
-        let (client_io, mut client) = duplex(1024);
-        let (upstream_io, mut upstream) = duplex(1024);
         let started = Instant::now();
-        let tunnel = tokio::spawn(pipe(
-            client_io,
-            upstream_io,
-            limits(10_000, 10_000),
-            std::future::pending(),
-        ));
+        let (mut client, mut upstream, tunnel) =
+            start(limits(10_000, 10_000), std::future::pending());
         let from_client = close_frame(1000, "bye", Some([1, 2, 3, 4]));
         client.write_all(&from_client).await.expect("write");
         assert_eq!(read_some(&mut upstream).await, from_client);
@@ -692,15 +672,8 @@ mod tests {
 
     #[tokio::test]
     async fn max_duration_ends_a_busy_tunnel() {
-        let (client_io, mut client) = duplex(1024);
-        let (upstream_io, mut upstream) = duplex(1024);
         let started = Instant::now();
-        let tunnel = tokio::spawn(pipe(
-            client_io,
-            upstream_io,
-            limits(300, 600),
-            std::future::pending(),
-        ));
+        let (mut client, mut upstream, tunnel) = start(limits(300, 600), std::future::pending());
         let chatter = tokio::spawn(async move {
             loop {
                 tokio::time::sleep(Duration::from_millis(50)).await;
