@@ -103,7 +103,6 @@ pub enum Error {
     Body(BoxError),
 }
 
-/// Why a response body failed.
 /// How a connection ended before it answered, and the request it did not answer.
 #[derive(Debug)]
 pub struct Unanswered {
@@ -138,6 +137,7 @@ impl Error {
     }
 }
 
+/// Why a response body failed.
 #[derive(Debug, thiserror::Error)]
 pub enum BodyError {
     #[error("upstream connection: {0}")]
