@@ -697,6 +697,55 @@ async fn request_timeout_shorter_than_the_upstreams_answers_504() {
     assert_eq!(response.text().await.expect("body"), "ok");
 }
 
+/// The request's and the upstream attempt's timers are kept by their connections and
+/// re-armed for each request (`host/src/timer.rs`): on a kept-alive client connection and
+/// a pooled upstream one, each request still gets its own full timeouts, whether the
+/// previous timers fired meanwhile or are still pending.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timeouts_hold_per_request_on_kept_alive_connections() {
+    let upstream = TestUpstream::start(|req, _| async move {
+        match req.uri().path() {
+            "/slow" => tokio::time::sleep(Duration::from_secs(20)).await,
+            "/wait" => tokio::time::sleep(Duration::from_millis(200)).await,
+            _ => {}
+        }
+        Response::new(Full::new(Bytes::from_static(b"ok")))
+    })
+    .await;
+    let gateway = TestGateway::start(&route_file(
+        "request_timeout = \"800ms\"",
+        &format!("{}\ntimeout = \"400ms\"", targets(&[upstream.url()])),
+        "",
+    ));
+    let client = client();
+    let ok = |path: &'static str| {
+        let request = client.get(gateway.url(path)).send();
+        async move {
+            let response = request.await.expect("get");
+            assert_eq!(response.status(), 200, "{path}");
+            assert_eq!(response.text().await.expect("body"), "ok");
+        }
+    };
+
+    ok("/fast").await;
+    // Past both deadlines of that request: both timers have fired.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    // Re-armed after firing: a 200 ms answer is in time.
+    ok("/wait").await;
+    // Re-armed while still pending (a later deadline).
+    ok("/fast").await;
+    let started = Instant::now();
+    let response = client.get(gateway.url("/slow")).send().await.expect("get");
+    assert_gateway_error(response, 504, "upstream timed out").await;
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(400) && took < Duration::from_secs(5),
+        "timed out after {took:?}, not after 400 ms"
+    );
+    ok("/fast").await;
+    assert_eq!(upstream.count(), 5);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nothing_listening_is_502() {
     let gateway = proxy(&targets(&[http_url(dead_addr())]));
