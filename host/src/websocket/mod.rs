@@ -147,11 +147,13 @@ impl Switched {
         extensions.remove::<api::Session>().map(Switched::Api)
     }
 
-    /// Runs it until the connection ends or `shutdown` completes.
+    /// Runs it until the connection ends or `shutdown` completes. Each kind's future is
+    /// boxed at its own size: inline, every tunnel's task would be as large as a
+    /// WebSocket API session's, which is larger.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         match self {
-            Switched::Tunnel(tunnel) => tunnel.run(shutdown).await,
-            Switched::Api(session) => session.run(shutdown).await,
+            Switched::Tunnel(tunnel) => Box::pin(tunnel.run(shutdown)).await,
+            Switched::Api(session) => Box::pin(session.run(shutdown)).await,
         }
     }
 }

@@ -418,7 +418,9 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Side<'_, I> {
                 return;
             }
         }
-        let mut buf = [0u8; DRAIN_BUFFER_BYTES];
+        // On the heap, and only now: in the future's state, two of them (one per side)
+        // would be in every tunnel's task for its whole life.
+        let mut buf = vec![0u8; DRAIN_BUFFER_BYTES];
         while !self.read.saw_close() {
             match self.io.read(&mut buf).await {
                 Ok(0) | Err(_) => break,

@@ -605,7 +605,11 @@ impl Session {
                         tracing::debug!(connection_id = &*info.connection_id, "websocket message with no handler dropped");
                         continue;
                     };
-                    if let Some(reply) = handlers.message(handler, &info, route_key, message).await {
+                    // Boxed, as `$disconnect` below: a handler call's state (a plugin call or
+                    // an upstream request) is kilobytes, which inline would sit in every
+                    // idle connection's task.
+                    let reply = Box::pin(handlers.message(handler, &info, route_key, message));
+                    if let Some(reply) = reply.await {
                         counters.messages_out.fetch_add(1, Ordering::Relaxed);
                         if ws.send(outgoing(reply)).await.is_err() {
                             break (CloseReason::Error, None);
@@ -627,7 +631,7 @@ impl Session {
             duration = ?started.elapsed(),
             "websocket connection closed"
         );
-        handlers.disconnect(&info).await;
+        Box::pin(handlers.disconnect(&info)).await;
     }
 }
 
