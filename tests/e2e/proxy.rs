@@ -896,20 +896,20 @@ fn https_target(upstream: &TestUpstream) -> String {
     format!("https://{}", upstream.addr)
 }
 
+/// A gateway proxying to the TLS `upstream`, trusting the CA in `dir` (the upstream's),
+/// with `extra` upstream keys (each line starting with a newline).
+fn https_gateway(dir: tempfile::TempDir, upstream: &TestUpstream, extra: &str) -> TestGateway {
+    let keys = format!(
+        "{}\nca = \"{{dir}}/ca.crt\"{extra}",
+        targets(&[https_target(upstream)])
+    );
+    TestGateway::start_in(dir, &route_file("", &keys, ""))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn https_upstream_trusted_by_its_ca_works() {
     let (dir, upstream) = tls_upstream(&[b"http/1.1"]).await;
-    let gateway = TestGateway::start_in(
-        dir,
-        &route_file(
-            "",
-            &format!(
-                "{}\nca = \"{{dir}}/ca.crt\"",
-                targets(&[https_target(&upstream)])
-            ),
-            "",
-        ),
-    );
+    let gateway = https_gateway(dir, &upstream, "");
 
     let response = client()
         .get(gateway.url("/secure?x=1"))
@@ -944,17 +944,7 @@ async fn https_upstream_with_an_untrusted_certificate_is_502() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn https_upstream_speaks_http2_when_alpn_agrees() {
     let (dir, upstream) = tls_upstream(&[b"h2", b"http/1.1"]).await;
-    let gateway = TestGateway::start_in(
-        dir,
-        &route_file(
-            "",
-            &format!(
-                "{}\nca = \"{{dir}}/ca.crt\"\nhttp2 = true",
-                targets(&[https_target(&upstream)])
-            ),
-            "",
-        ),
-    );
+    let gateway = https_gateway(dir, &upstream, "\nhttp2 = true");
 
     let response = client()
         .get(gateway.url("/secure"))
@@ -969,17 +959,7 @@ async fn https_upstream_speaks_http2_when_alpn_agrees() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn https_upstream_without_h2_gets_plain_http1_requests() {
     let (dir, upstream) = tls_upstream(&[b"http/1.1"]).await;
-    let gateway = TestGateway::start_in(
-        dir,
-        &route_file(
-            "",
-            &format!(
-                "{}\nca = \"{{dir}}/ca.crt\"\nhttp2 = true",
-                targets(&[https_target(&upstream)])
-            ),
-            "",
-        ),
-    );
+    let gateway = https_gateway(dir, &upstream, "\nhttp2 = true");
 
     let response = client()
         .get(gateway.url("/secure?x=1"))
