@@ -889,23 +889,9 @@ impl Gateway {
         if plugin.speaks_wasi_http() {
             limit_body(&parts.headers, &mut body, limit)?;
             let faults = body.watch_faults();
-            let host = parts
-                .uri
-                .authority()
-                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-                .or_else(|| parts.headers.get(HOST).cloned());
             headers::strip_hop_by_hop(&mut parts.headers);
-            let proto = if conn.tls { "https" } else { "http" };
-            let trusted = &self.config.server.trusted_proxies;
-            headers::set_forwarded(
-                &mut parts.headers,
-                conn.peer.ip(),
-                &conn.peer_ip,
-                trusted,
-                proto,
-                host.as_ref(),
-            );
-            exchange.trace.apply(&mut parts.headers);
+            self.forwarding(&parts, conn, exchange.trace)
+                .apply(&mut parts.headers);
             let request = Request::from_parts(parts, body);
             let response = plugin.handle_wasi_http(call, request, path, conn.tls).await;
             // A body past `max_body` is the client's fault, whatever the guest made of it.
@@ -946,30 +932,15 @@ impl Gateway {
         let (mut parts, mut body) = request.into_parts();
         limit_body(&parts.headers, &mut body, limit)?;
 
-        // The host routing matched (see `request_host`): the URI's authority first (HTTP/2,
-        // absolute form, where it overrides `Host`), then `Host`.
-        let host = parts
-            .uri
-            .authority()
-            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-            .or_else(|| parts.headers.get(HOST).cloned());
         // A WebSocket handshake keeps its upgrade headers; see `crate::websocket`.
         let handshake = crate::websocket::Handshake::take(&mut parts);
         headers::strip_hop_by_hop(&mut parts.headers);
         if handshake.is_some() {
             headers::set_websocket_upgrade(&mut parts.headers);
         }
-        let proto = if conn.tls { "https" } else { "http" };
-        let trusted = &self.config.server.trusted_proxies;
-        headers::set_forwarded(
-            &mut parts.headers,
-            conn.peer.ip(),
-            &conn.peer_ip,
-            trusted,
-            proto,
-            host.as_ref(),
-        );
-        exchange.trace.apply(&mut parts.headers);
+        // Set by `upstream` as the connection it gets speaks: written into an HTTP/1.1
+        // request head, else put into the map.
+        let forwarding = self.forwarding(&parts, conn, exchange.trace);
 
         // The request's own path and query when the path was canonical already (nearly
         // always): no string is built, and `upstream` reuses the parsed `PathAndQuery`.
@@ -996,6 +967,7 @@ impl Gateway {
                 Forward {
                     path_and_query,
                     upgrade: handshake.is_some(),
+                    forwarding: Some(&forwarding),
                 },
                 &mut exchange.upstream,
             )
@@ -1018,6 +990,31 @@ impl Gateway {
         }
         headers::strip_hop_by_hop(response.headers_mut());
         Ok(response)
+    }
+
+    /// What the next hop is told of a request (hop-by-hop fields already gone), for the
+    /// host it asked for as routing matched it (see `request_host`): the URI's authority
+    /// first (HTTP/2, absolute form, where it overrides `Host`), then `Host`.
+    fn forwarding(
+        &self,
+        parts: &http::request::Parts,
+        conn: &ConnInfo,
+        trace: TraceContext,
+    ) -> headers::Forwarding {
+        let host = parts
+            .uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+            .or_else(|| parts.headers.get(HOST).cloned());
+        headers::Forwarding::new(
+            &parts.headers,
+            conn.peer.ip(),
+            &conn.peer_ip,
+            &self.config.server.trusted_proxies,
+            if conn.tls { "https" } else { "http" },
+            host,
+            trace,
+        )
     }
 }
 

@@ -375,6 +375,7 @@ impl outbound::Host for Host {
         let forward = crate::upstream::Forward {
             path_and_query: path_and_query.as_str(),
             upgrade: false,
+            forwarding: None,
         };
         let response = pool
             .forward(outgoing, forward, &mut report)

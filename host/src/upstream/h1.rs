@@ -33,7 +33,7 @@ use std::task::{Context, Poll, Waker, ready};
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
-use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
+use http::header::{CONNECTION, CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Version};
 use http_body::{Body as _, Frame, SizeHint};
 use http_body_util::BodyExt as _;
@@ -42,6 +42,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
 use crate::body::{Body, BoxError};
+use crate::headers::{Forwarding, write_field};
 
 /// The largest response head (status line and fields) read, in bytes.
 pub const MAX_HEAD: usize = 64 * 1024;
@@ -68,6 +69,27 @@ impl Io for TcpStream {
 impl Io for TlsStream<TcpStream> {
     fn tcp(&self) -> &TcpStream {
         self.get_ref().0
+    }
+}
+
+/// What [`Connection::send`] writes into a request head besides the request's own
+/// fields, in place of theirs of the same names: the gateway's fields, written straight
+/// into the head instead of inserted into the request's map first.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Added<'a> {
+    /// `Host`; `None` leaves the request's.
+    pub host: Option<&'a HeaderValue>,
+    /// `X-Forwarded-*` and `traceparent`.
+    pub forwarding: Option<&'a Forwarding>,
+}
+
+impl Added<'_> {
+    /// Whether a request field named `name` gives way to one of these.
+    fn replaces(&self, name: &HeaderName) -> bool {
+        (self.host.is_some() && name == HOST)
+            || self
+                .forwarding
+                .is_some_and(|forwarding| forwarding.replaces(name))
     }
 }
 
@@ -210,6 +232,7 @@ impl Connection {
     pub async fn send(
         mut self,
         request: Request<Body>,
+        added: Added<'_>,
         recycle: Option<Arc<dyn Recycle>>,
         timeout: Duration,
     ) -> Result<Response<ResponseBody>, Error> {
@@ -225,7 +248,7 @@ impl Connection {
             // wake-ups per request when each request wrote as soon as it could, 0.2-0.3
             // yielding first).
             yield_once().await;
-            self.write_request(&parts.method, &parts.uri, &parts.headers, body)
+            self.write_request(&parts.method, &parts.uri, &parts.headers, added, body)
                 .await?;
             // The request's header map, emptied, holds the response's: hyper's server
             // keeps a response's map for the next request it reads on that connection, so
@@ -259,6 +282,7 @@ impl Connection {
         method: &Method,
         uri: &http::Uri,
         headers: &HeaderMap,
+        added: Added<'_>,
         mut body: Body,
     ) -> Result<(), Error> {
         let head = &mut self.0.write;
@@ -268,14 +292,17 @@ impl Connection {
         let target = uri.path_and_query().map_or("/", |pq| pq.as_str());
         head.extend_from_slice(target.as_bytes());
         head.extend_from_slice(b" HTTP/1.1\r\n");
+        if let Some(host) = added.host {
+            write_field(head, &HOST, host.as_bytes());
+        }
         for (name, value) in headers {
-            if name == TRANSFER_ENCODING {
+            if name == TRANSFER_ENCODING || added.replaces(name) {
                 continue;
             }
-            head.extend_from_slice(name.as_str().as_bytes());
-            head.extend_from_slice(b": ");
-            head.extend_from_slice(value.as_bytes());
-            head.extend_from_slice(b"\r\n");
+            write_field(head, name, value.as_bytes());
+        }
+        if let Some(forwarding) = added.forwarding {
+            forwarding.write(head);
         }
         let declared = headers.contains_key(CONTENT_LENGTH);
         let chunked = if body.is_end_stream() {
@@ -822,7 +849,7 @@ mod tests {
     async fn get_pooled(conn: Connection, path: &str) -> (Response<ResponseBody>, Arc<Pool>) {
         let pool = Arc::new(Pool::default());
         let response = conn
-            .send(get(path), Some(pool.clone()), TIMEOUT)
+            .send(get(path), Added::default(), Some(pool.clone()), TIMEOUT)
             .await
             .expect("response");
         (response, pool)
@@ -855,7 +882,7 @@ mod tests {
         let conn = pool.0.lock().expect("pool").pop().expect("recycled");
         let started = std::time::Instant::now();
         let timeout = Duration::from_millis(200);
-        let sent = conn.send(get("/"), None, timeout).await;
+        let sent = conn.send(get("/"), Added::default(), None, timeout).await;
         assert!(matches!(sent, Err(Error::Timeout)), "{sent:?}");
         assert!(started.elapsed() >= timeout);
     }
@@ -920,7 +947,10 @@ mod tests {
             0,
         )
         .await;
-        let response = conn.send(get("/"), None, TIMEOUT).await.expect("response");
+        let response = conn
+            .send(get("/"), Added::default(), None, TIMEOUT)
+            .await
+            .expect("response");
         assert_eq!(response.status(), 204);
         assert!(response.body().is_end_stream());
     }
@@ -971,7 +1001,9 @@ mod tests {
         ] {
             let (conn, _server) = server(vec![bytes], 0).await;
             assert!(
-                conn.send(get("/"), None, TIMEOUT).await.is_err(),
+                conn.send(get("/"), Added::default(), None, TIMEOUT)
+                    .await
+                    .is_err(),
                 "{bytes:?}"
             );
         }
@@ -980,7 +1012,10 @@ mod tests {
     #[tokio::test]
     async fn a_connection_closed_before_any_answer_hands_the_request_back() {
         let (conn, _server) = server(vec![], 0).await;
-        match conn.send(get("/again?x=1"), None, TIMEOUT).await {
+        match conn
+            .send(get("/again?x=1"), Added::default(), None, TIMEOUT)
+            .await
+        {
             Err(Error::Unanswered(Unanswered {
                 cause,
                 request: Some(head),
@@ -993,8 +1028,62 @@ mod tests {
         }
         // Closed after part of a head: that was an answer, broken.
         let (conn, _server) = server(vec![b"HTTP/1.1 200 OK\r\nContent-"], 0).await;
-        let sent = conn.send(get("/"), None, TIMEOUT).await;
+        let sent = conn.send(get("/"), Added::default(), None, TIMEOUT).await;
         assert!(matches!(sent, Err(Error::ClosedInHead)), "{sent:?}");
+    }
+
+    #[tokio::test]
+    async fn added_fields_are_written_in_place_of_the_requests() {
+        let (conn, seen) = server(vec![b"HTTP/1.1 204 No Content\r\n\r\n"], 0).await;
+        let request = Request::get("/")
+            .header("host", "client.example")
+            .header("x-forwarded-for", "6.6.6.6")
+            .header(
+                "traceparent",
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            )
+            .header("accept", "*/*")
+            .body(Body::Empty)
+            .expect("request");
+        let peer = "10.1.2.3".parse().expect("ip");
+        let trace = crate::trace::TraceContext::from_headers(request.headers(), &mut || 7);
+        let forwarding = Forwarding::new(
+            request.headers(),
+            peer,
+            &crate::headers::ip_header_value(peer),
+            &[],
+            "https",
+            Some(HeaderValue::from_static("client.example")),
+            trace,
+        );
+        let host = HeaderValue::from_static("upstream:8080");
+        let added = Added {
+            host: Some(&host),
+            forwarding: Some(&forwarding),
+        };
+        conn.send(request, added, None, TIMEOUT)
+            .await
+            .expect("response");
+        let seen = String::from_utf8(seen.await.expect("server")).expect("utf-8");
+        let mut lines: Vec<&str> = seen.lines().collect();
+        assert_eq!(lines.remove(0), "GET / HTTP/1.1");
+        // `Host` first, as HTTP/1.1 asks (RFC 9112 §3.2).
+        assert_eq!(lines.remove(0), "host: upstream:8080");
+        lines.sort_unstable();
+        let traceparent = format!(
+            "traceparent: {}",
+            std::str::from_utf8(&trace.traceparent_text()).expect("ascii")
+        );
+        let mut expected = vec![
+            "",
+            "accept: */*",
+            traceparent.as_str(),
+            "x-forwarded-for: 10.1.2.3",
+            "x-forwarded-host: client.example",
+            "x-forwarded-proto: https",
+        ];
+        expected.sort_unstable();
+        assert_eq!(lines, expected, "{seen}");
     }
 
     #[tokio::test]
@@ -1003,7 +1092,9 @@ mod tests {
         let request = Request::post("/")
             .body(Body::full("hello"))
             .expect("request");
-        conn.send(request, None, TIMEOUT).await.expect("response");
+        conn.send(request, Added::default(), None, TIMEOUT)
+            .await
+            .expect("response");
         let seen = String::from_utf8(seen.await.expect("server")).expect("utf-8");
         assert!(seen.contains("content-length: 5\r\n\r\nhello"), "{seen}");
 
@@ -1013,7 +1104,9 @@ mod tests {
         // "2\r\nab\r\n3\r\ncde\r\n0\r\n\r\n" is 20 bytes.
         let (conn, seen) = server(vec![b"HTTP/1.1 204 No Content\r\n\r\n"], 20).await;
         let request = Request::post("/").body(body).expect("request");
-        conn.send(request, None, TIMEOUT).await.expect("response");
+        conn.send(request, Added::default(), None, TIMEOUT)
+            .await
+            .expect("response");
         let seen = String::from_utf8(seen.await.expect("server")).expect("utf-8");
         assert!(
             seen.contains("transfer-encoding: chunked\r\n\r\n2\r\nab\r\n3\r\ncde\r\n0\r\n\r\n"),
@@ -1023,6 +1116,7 @@ mod tests {
         let (conn, seen) = server(vec![b"HTTP/1.1 204 No Content\r\n\r\n"], 0).await;
         conn.send(
             Request::post("/").body(Body::Empty).expect("request"),
+            Added::default(),
             None,
             TIMEOUT,
         )

@@ -43,6 +43,7 @@ use tokio_rustls::TlsConnector;
 use crate::body::{Body, BodyFault, BoxError, FaultWatch};
 use crate::config::{self, Eject, Scheme};
 use crate::error::GatewayError;
+use crate::headers::Forwarding;
 use crate::metrics::{Metrics, TargetMetrics, UpstreamOutcome};
 use crate::tls::{TlsError, client_config};
 
@@ -138,6 +139,10 @@ pub struct Forward<'a> {
     /// A WebSocket handshake: sent on a new HTTP/1.1 connection that is never pooled, so
     /// that a `101` answer leaves the connection to the tunnel (`hyper::upgrade::on`).
     pub upgrade: bool,
+    /// `X-Forwarded-*` and `traceparent` for a client's request (none for the gateway's
+    /// own calls): written by [`h1`] into the request head, put into the request's map
+    /// for the other connections.
+    pub forwarding: Option<&'a Forwarding>,
 }
 
 impl TargetPool {
@@ -386,17 +391,35 @@ impl UpstreamPool {
                     None => break,
                 }
             };
-            let h2 = matches!(conn, Conn::H2(_));
             let headers = if is_last {
                 std::mem::take(&mut parts.headers)
             } else {
                 parts.headers.clone()
             };
-            let request =
-                self.upstream_request(&parts, headers, target, forward, attempt_body, h2)?;
+            let host = self.host(&parts, target);
+            let request = self.upstream_request(
+                &parts,
+                headers,
+                target,
+                forward,
+                attempt_body,
+                &conn,
+                host.as_ref(),
+            )?;
+            let added = h1::Added {
+                host: host.as_ref(),
+                forwarding: forward.forwarding,
+            };
             let sent_at = Instant::now();
             let sent = self
-                .send(conn, target, request, faults.as_ref(), reused && replayable)
+                .send(
+                    conn,
+                    target,
+                    request,
+                    added,
+                    faults.as_ref(),
+                    reused && replayable,
+                )
                 .await;
             report.elapsed = Some(sent_at.elapsed());
             match sent {
@@ -443,9 +466,27 @@ impl UpstreamPool {
         }
     }
 
-    /// The request for `target` over a connection that speaks HTTP/2 when `h2` (which,
-    /// for `https` targets, ALPN decided, whatever `http2` asked for). `headers` are the
-    /// client request's (`parts.headers` itself, or a copy of it), `Host` still in them.
+    /// The `Host` the request goes to `target` with: the target's, or with
+    /// `preserve_host` the host the client asked for, as routing saw it: the request
+    /// target's authority when there is one (HTTP/2 `:authority`, which comes with no
+    /// `Host` header; an absolute-form target, whose authority overrides `Host` per RFC
+    /// 9112 §3.2.2), else `Host`. An HTTP/1.1 upstream needs it as `Host`.
+    fn host(&self, parts: &http::request::Parts, target: &TargetPool) -> Option<HeaderValue> {
+        if !self.preserve_host {
+            return Some(target.host_header.clone());
+        }
+        parts
+            .uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+            .or_else(|| parts.headers.get(HOST).cloned())
+    }
+
+    /// The request for `target` over `conn`. `headers` are the client request's
+    /// (`parts.headers` itself, or a copy of it). Over [`h1`] they go as they are: the
+    /// client writes `host` and the forwarding fields into the head itself (see
+    /// [`h1::Added`]); the other connections get them in the map.
+    #[allow(clippy::too_many_arguments)]
     fn upstream_request(
         &self,
         parts: &http::request::Parts,
@@ -453,7 +494,8 @@ impl UpstreamPool {
         target: &TargetPool,
         forward: Forward<'_>,
         body: Body,
-        h2: bool,
+        conn: &Conn,
+        host: Option<&HeaderValue>,
     ) -> Result<Request<Body>, GatewayError> {
         let t = &target.target;
         // The client's own `PathAndQuery` when it is what goes upstream (no base path, a
@@ -475,50 +517,49 @@ impl UpstreamPool {
         let mut request = Request::new(body);
         *request.method_mut() = parts.method.clone();
         *request.headers_mut() = headers;
-        let authority = if self.preserve_host {
-            // The host the client asked for, as routing saw it: the request target's
-            // authority when there is one (HTTP/2 `:authority`, which comes with no `Host`
-            // header; an absolute-form target, whose authority overrides `Host` per RFC
-            // 9112 §3.2.2), else `Host`. An HTTP/1.1 upstream needs it as `Host`.
-            let host = parts
-                .uri
-                .authority()
-                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-                .or_else(|| request.headers().get(HOST).cloned());
-            if let Some(host) = &host {
-                request.headers_mut().insert(HOST, host.clone());
-            }
-            host
-        } else {
-            request
-                .headers_mut()
-                .insert(HOST, target.host_header.clone());
-            None
-        };
-        let mut uri = Uri::builder().path_and_query(path);
         // Decided by the connection, not by `http2`: an `https` target whose ALPN chose
         // HTTP/1.1 must get an origin-form target, not an absolute URI.
-        if h2 {
-            // HTTP/2 carries the target in :scheme and :authority, so the URI is absolute.
-            let scheme = match t.scheme {
-                Scheme::Http => http::uri::Scheme::HTTP,
-                Scheme::Https => http::uri::Scheme::HTTPS,
-            };
-            let authority = authority
-                .and_then(|h| http::uri::Authority::try_from(h.as_bytes()).ok())
-                .unwrap_or_else(|| t.authority.clone());
-            uri = uri.scheme(scheme).authority(authority);
+        match conn {
+            Conn::H1(_) => {
+                *request.uri_mut() = Uri::from(path);
+                return Ok(request);
+            }
+            Conn::Upgrade(_) => *request.uri_mut() = Uri::from(path),
+            Conn::H2(_) => {
+                // HTTP/2 carries the target in :scheme and :authority, so the URI is
+                // absolute.
+                let scheme = match t.scheme {
+                    Scheme::Http => http::uri::Scheme::HTTP,
+                    Scheme::Https => http::uri::Scheme::HTTPS,
+                };
+                let authority = host
+                    .filter(|_| self.preserve_host)
+                    .and_then(|h| http::uri::Authority::try_from(h.as_bytes()).ok())
+                    .unwrap_or_else(|| t.authority.clone());
+                let uri = Uri::builder()
+                    .scheme(scheme)
+                    .authority(authority)
+                    .path_and_query(path)
+                    .build();
+                *request.uri_mut() = uri.map_err(|e| GatewayError::UpstreamProtocol {
+                    upstream: self.name.clone(),
+                    target: t.url.clone(),
+                    reason: format!("cannot build request uri: {e}"),
+                })?;
+            }
         }
-        *request.uri_mut() = uri.build().map_err(|e| GatewayError::UpstreamProtocol {
-            upstream: self.name.clone(),
-            target: t.url.clone(),
-            reason: format!("cannot build request uri: {e}"),
-        })?;
+        if let Some(host) = host {
+            request.headers_mut().insert(HOST, host.clone());
+        }
+        if let Some(forwarding) = forward.forwarding {
+            forwarding.apply(request.headers_mut());
+        }
         Ok(request)
     }
 
-    /// Sends `request` on `conn`. `faults` tells whether the request body failed on the
-    /// client's side, which is then the client's error and no mark against the target.
+    /// Sends `request` on `conn` (over [`h1`], with the fields `added` to its head).
+    /// `faults` tells whether the request body failed on the client's side, which is then
+    /// the client's error and no mark against the target.
     /// An [`h1`] connection returns to its pool after the response if it may; a WebSocket
     /// handshake's closes after it (or, on `101`, is handed over through
     /// `hyper::upgrade::on`).
@@ -527,6 +568,7 @@ impl UpstreamPool {
         mut conn: Conn,
         target: &Arc<TargetPool>,
         mut request: Request<Body>,
+        added: h1::Added<'_>,
         faults: Option<&FaultWatch>,
         mut replay: bool,
     ) -> Result<Response<Body>, GatewayError> {
@@ -534,7 +576,7 @@ impl UpstreamPool {
             break match conn {
                 Conn::H1(h1) => {
                     let recycle = Some(target.clone() as Arc<dyn h1::Recycle>);
-                    match h1.send(request, recycle, self.timeout).await {
+                    match h1.send(request, added, recycle, self.timeout).await {
                         Ok(response) => Ok(response.map(Body::upstream)),
                         Err(h1::Error::Timeout) => return Err(self.timed_out(target)),
                         // An idle connection the server closed as it was taken: it never

@@ -436,6 +436,7 @@ impl Handlers {
                 Forward {
                     path_and_query: &self.path,
                     upgrade: false,
+                    forwarding: None,
                 },
                 &mut report,
             )
