@@ -30,7 +30,6 @@ use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker, ready};
-use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use http::header::{CONNECTION, CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
@@ -226,19 +225,18 @@ impl Connection {
         }
     }
 
-    /// Sends `request` and reads the response head. The body reads the rest of the
-    /// response; `recycle` gets the connection back when it is read to its end and the
+    /// Sends `request` and reads the response head by `deadline`. The body reads the rest
+    /// of the response; `recycle` gets the connection back when it is read to its end and the
     /// connection can take another request (`None`: close it then).
     pub async fn send(
         mut self,
         request: Request<Body>,
         added: Added<'_>,
         recycle: Option<Arc<dyn Recycle>>,
-        timeout: Duration,
+        deadline: tokio::time::Instant,
     ) -> Result<Response<ResponseBody>, Error> {
         let (mut parts, body) = request.into_parts();
         let head_request = parts.method == Method::HEAD;
-        let deadline = tokio::time::Instant::now() + timeout;
         let mut timer = crate::timer::arm(self.0.timer.take(), deadline);
         let exchange = async {
             // Let the other requests that are ready on this thread reach this point first,
@@ -791,6 +789,10 @@ mod tests {
     /// Longer than any of these exchanges takes.
     const TIMEOUT: Duration = Duration::from_secs(10);
 
+    fn within(timeout: Duration) -> tokio::time::Instant {
+        tokio::time::Instant::now() + timeout
+    }
+
     /// Keeps what is recycled.
     #[derive(Default)]
     struct Pool(Mutex<Vec<Connection>>);
@@ -849,7 +851,12 @@ mod tests {
     async fn get_pooled(conn: Connection, path: &str) -> (Response<ResponseBody>, Arc<Pool>) {
         let pool = Arc::new(Pool::default());
         let response = conn
-            .send(get(path), Added::default(), Some(pool.clone()), TIMEOUT)
+            .send(
+                get(path),
+                Added::default(),
+                Some(pool.clone()),
+                within(TIMEOUT),
+            )
             .await
             .expect("response");
         (response, pool)
@@ -882,7 +889,9 @@ mod tests {
         let conn = pool.0.lock().expect("pool").pop().expect("recycled");
         let started = std::time::Instant::now();
         let timeout = Duration::from_millis(200);
-        let sent = conn.send(get("/"), Added::default(), None, timeout).await;
+        let sent = conn
+            .send(get("/"), Added::default(), None, within(timeout))
+            .await;
         assert!(matches!(sent, Err(Error::Timeout)), "{sent:?}");
         assert!(started.elapsed() >= timeout);
     }
@@ -948,7 +957,7 @@ mod tests {
         )
         .await;
         let response = conn
-            .send(get("/"), Added::default(), None, TIMEOUT)
+            .send(get("/"), Added::default(), None, within(TIMEOUT))
             .await
             .expect("response");
         assert_eq!(response.status(), 204);
@@ -1001,7 +1010,7 @@ mod tests {
         ] {
             let (conn, _server) = server(vec![bytes], 0).await;
             assert!(
-                conn.send(get("/"), Added::default(), None, TIMEOUT)
+                conn.send(get("/"), Added::default(), None, within(TIMEOUT))
                     .await
                     .is_err(),
                 "{bytes:?}"
@@ -1013,7 +1022,7 @@ mod tests {
     async fn a_connection_closed_before_any_answer_hands_the_request_back() {
         let (conn, _server) = server(vec![], 0).await;
         match conn
-            .send(get("/again?x=1"), Added::default(), None, TIMEOUT)
+            .send(get("/again?x=1"), Added::default(), None, within(TIMEOUT))
             .await
         {
             Err(Error::Unanswered(Unanswered {
@@ -1028,7 +1037,9 @@ mod tests {
         }
         // Closed after part of a head: that was an answer, broken.
         let (conn, _server) = server(vec![b"HTTP/1.1 200 OK\r\nContent-"], 0).await;
-        let sent = conn.send(get("/"), Added::default(), None, TIMEOUT).await;
+        let sent = conn
+            .send(get("/"), Added::default(), None, within(TIMEOUT))
+            .await;
         assert!(matches!(sent, Err(Error::ClosedInHead)), "{sent:?}");
     }
 
@@ -1061,7 +1072,7 @@ mod tests {
             host: Some(&host),
             forwarding: Some(&forwarding),
         };
-        conn.send(request, added, None, TIMEOUT)
+        conn.send(request, added, None, within(TIMEOUT))
             .await
             .expect("response");
         let seen = String::from_utf8(seen.await.expect("server")).expect("utf-8");
@@ -1092,7 +1103,7 @@ mod tests {
         let request = Request::post("/")
             .body(Body::full("hello"))
             .expect("request");
-        conn.send(request, Added::default(), None, TIMEOUT)
+        conn.send(request, Added::default(), None, within(TIMEOUT))
             .await
             .expect("response");
         let seen = String::from_utf8(seen.await.expect("server")).expect("utf-8");
@@ -1104,7 +1115,7 @@ mod tests {
         // "2\r\nab\r\n3\r\ncde\r\n0\r\n\r\n" is 20 bytes.
         let (conn, seen) = server(vec![b"HTTP/1.1 204 No Content\r\n\r\n"], 20).await;
         let request = Request::post("/").body(body).expect("request");
-        conn.send(request, Added::default(), None, TIMEOUT)
+        conn.send(request, Added::default(), None, within(TIMEOUT))
             .await
             .expect("response");
         let seen = String::from_utf8(seen.await.expect("server")).expect("utf-8");
@@ -1118,7 +1129,7 @@ mod tests {
             Request::post("/").body(Body::Empty).expect("request"),
             Added::default(),
             None,
-            TIMEOUT,
+            within(TIMEOUT),
         )
         .await
         .expect("response");
