@@ -6,8 +6,8 @@ use std::net::IpAddr;
 
 use http::HeaderMap;
 use http::header::{
-    CONNECTION, HeaderName, HeaderValue, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, TE, TRAILER,
-    TRANSFER_ENCODING, UPGRADE,
+    CONNECTION, HOST, HeaderName, HeaderValue, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, TE,
+    TRAILER, TRANSFER_ENCODING, UPGRADE,
 };
 use ipnet::IpNet;
 
@@ -165,6 +165,18 @@ pub fn ip_header_value(ip: IpAddr) -> HeaderValue {
     // An IP address in text is digits, hex letters, dots and colons: a valid value.
     HeaderValue::from_maybe_shared(bytes::Bytes::from(ip.to_string()))
         .unwrap_or_else(|_| HeaderValue::from_static("unknown"))
+}
+
+/// The host a request asked for, as routing matched it: the request target's authority
+/// when there is one (HTTP/2 `:authority`, which comes with no `Host` header; an
+/// absolute-form target, whose authority overrides `Host` per RFC 9112 §3.2.2), else
+/// `Host`.
+pub fn requested_host(parts: &http::request::Parts) -> Option<HeaderValue> {
+    parts
+        .uri
+        .authority()
+        .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        .or_else(|| parts.headers.get(HOST).cloned())
 }
 
 /// What the gateway tells the next hop of a request it passes on (an upstream, a

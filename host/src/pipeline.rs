@@ -993,26 +993,20 @@ impl Gateway {
     }
 
     /// What the next hop is told of a request (hop-by-hop fields already gone), for the
-    /// host it asked for as routing matched it (see `request_host`): the URI's authority
-    /// first (HTTP/2, absolute form, where it overrides `Host`), then `Host`.
+    /// host it asked for ([`headers::requested_host`]).
     fn forwarding(
         &self,
         parts: &http::request::Parts,
         conn: &ConnInfo,
         trace: TraceContext,
     ) -> headers::Forwarding {
-        let host = parts
-            .uri
-            .authority()
-            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-            .or_else(|| parts.headers.get(HOST).cloned());
         headers::Forwarding::new(
             &parts.headers,
             conn.peer.ip(),
             &conn.peer_ip,
             &self.config.server.trusted_proxies,
             if conn.tls { "https" } else { "http" },
-            host,
+            headers::requested_host(parts),
             trace,
         )
     }

@@ -368,7 +368,7 @@ impl UpstreamPool {
             }
             report.target = Some(target.url.clone());
             // One clock reading for the pooled connection's idle check, the attempt's
-            // timeout and its elapsed time (each read costs ~50 ns here); a new
+            // timeout and its elapsed time (each reading costs ~30 ns here); a new
             // connection's attempt starts once it is made.
             let now = Instant::now();
             let pooled = self.pooled(target, forward.upgrade, now);
@@ -472,19 +472,13 @@ impl UpstreamPool {
     }
 
     /// The `Host` the request goes to `target` with: the target's, or with
-    /// `preserve_host` the host the client asked for, as routing saw it: the request
-    /// target's authority when there is one (HTTP/2 `:authority`, which comes with no
-    /// `Host` header; an absolute-form target, whose authority overrides `Host` per RFC
-    /// 9112 §3.2.2), else `Host`. An HTTP/1.1 upstream needs it as `Host`.
+    /// `preserve_host` the host the client asked for ([`crate::headers::requested_host`];
+    /// an HTTP/1.1 upstream needs an HTTP/2 client's `:authority` as `Host`).
     fn host(&self, parts: &http::request::Parts, target: &TargetPool) -> Option<HeaderValue> {
         if !self.preserve_host {
             return Some(target.host_header.clone());
         }
-        parts
-            .uri
-            .authority()
-            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-            .or_else(|| parts.headers.get(HOST).cloned())
+        crate::headers::requested_host(parts)
     }
 
     /// The request for `target` over `conn`. `headers` are the client request's
