@@ -731,6 +731,14 @@ impl RawConn {
         }
     }
 
+    /// A connection opened already.
+    pub fn from_stream(stream: TcpStream) -> RawConn {
+        RawConn {
+            stream,
+            buf: Vec::new(),
+        }
+    }
+
     /// Writes `bytes` exactly as given.
     pub async fn send(&mut self, bytes: &str) {
         self.stream
@@ -766,13 +774,47 @@ impl RawConn {
             .ok()
     }
 
-    async fn read_response_inner(&mut self) -> RawResponse {
-        let head_end = loop {
+    /// Reads one response head only (a `HEAD` answer, a `1xx`, `204`, `304`, or a body
+    /// read separately) within 5 s.
+    pub async fn read_head_only(&mut self) -> RawResponse {
+        tokio::time::timeout(Duration::from_secs(5), async {
+            let head_end = self.head_end().await;
+            let head = parse_raw(&self.buf[..head_end]);
+            self.buf.drain(..head_end);
+            head
+        })
+        .await
+        .expect("response head within 5s")
+    }
+
+    /// Reads a chunked body (after [`read_head_only`](Self::read_head_only)) to its last
+    /// chunk within 5 s, and returns its data.
+    pub async fn read_chunked_body(&mut self) -> String {
+        tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                if let Some(i) = self.buf.windows(5).position(|w| w == b"0\r\n\r\n") {
+                    let body = dechunk(&String::from_utf8_lossy(&self.buf[..i + 5]));
+                    self.buf.drain(..i + 5);
+                    return body;
+                }
+                self.fill().await;
+            }
+        })
+        .await
+        .expect("chunked body within 5s")
+    }
+
+    async fn head_end(&mut self) -> usize {
+        loop {
             if let Some(i) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                break i + 4;
+                return i + 4;
             }
             self.fill().await;
-        };
+        }
+    }
+
+    async fn read_response_inner(&mut self) -> RawResponse {
+        let head_end = self.head_end().await;
         let head = parse_raw(&self.buf[..head_end]);
         let total = if let Some(len) = head.header("content-length") {
             head_end + len.parse::<usize>().expect("content-length")

@@ -14,6 +14,7 @@ mod cli;
 mod cors;
 mod examples;
 mod filters;
+mod http1;
 mod jwt;
 mod listener;
 mod ops;

@@ -63,6 +63,8 @@ use crate::metrics::Metrics;
 use crate::pipeline::{BuildError, ConnInfo, Exchange, Gateway};
 use crate::websocket::Switched;
 
+mod h1;
+
 /// Room hyper's own HTTP/1 read buffer leaves above `max_header_bytes`, so that the
 /// gateway's JSON `431` answers before hyper's bare one.
 const HEAD_BUFFER_SLACK_BYTES: usize = 16 * 1024;
@@ -433,7 +435,7 @@ fn http_builder(max_headers: usize, max_header_bytes: usize) -> auto::Builder<To
         .header_read_timeout(None)
         // Above the limit, so the gateway answers with its JSON 431 first.
         .max_headers(max_headers.saturating_add(HEADER_COUNT_SLACK))
-        .max_buf_size((max_header_bytes + HEAD_BUFFER_SLACK_BYTES).max(MIN_HTTP1_BUFFER_BYTES));
+        .max_buf_size(http1_buffer_bytes(max_header_bytes));
     builder
         .http2()
         .timer(TokioTimer::new())
@@ -441,6 +443,12 @@ fn http_builder(max_headers: usize, max_header_bytes: usize) -> auto::Builder<To
             u32::try_from(max_header_bytes + HEAD_BUFFER_SLACK_BYTES).unwrap_or(u32::MAX),
         );
     builder
+}
+
+/// The HTTP/1 read buffer's limit: above `max_header_bytes`, so that the gateway answers a
+/// head over it with its JSON `431` before hyper's bare one.
+fn http1_buffer_bytes(max_header_bytes: usize) -> usize {
+    (max_header_bytes + HEAD_BUFFER_SLACK_BYTES).max(MIN_HTTP1_BUFFER_BYTES)
 }
 
 async fn accept_loop(listener: TcpListener, ctx: AcceptCtx) {
@@ -509,6 +517,7 @@ async fn serve_stream(stream: TcpStream, peer: SocketAddr, ctx: &AcceptCtx) -> O
     let limits = Limits {
         header_read_timeout: server.header_read_timeout,
         idle_timeout: server.idle_timeout,
+        head_limit: http1_buffer_bytes(server.max_header_bytes),
         http: http_builder(server.max_headers, server.max_header_bytes),
     };
     let acceptor = gateway.tls_acceptor().cloned();
@@ -549,6 +558,9 @@ async fn serve_stream(stream: TcpStream, peer: SocketAddr, ctx: &AcceptCtx) -> O
 struct Limits {
     header_read_timeout: Duration,
     idle_timeout: Duration,
+    /// Buffered bytes of an incomplete head past which weir's HTTP/1 server hands the
+    /// connection to hyper's (whose read buffer is this large).
+    head_limit: usize,
     http: auto::Builder<TokioExecutor>,
 }
 
@@ -565,11 +577,34 @@ where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let activity = Arc::new(Activity::new(may_be_http1));
-    let io = TokioIo::new(TrackedIo {
+    let mut io = TrackedIo {
         inner: io,
         activity: activity.clone(),
-    });
+    };
     let info = Arc::new(info);
+    let watchdog = activity.watchdog(limits.header_read_timeout, limits.idle_timeout);
+    tokio::pin!(watchdog);
+    let mut draining = false;
+    let mut shutdown = Shutdown::new(&ctx.cancel);
+    // HTTP/1 starts on weir's own server; what it does not serve goes to hyper's.
+    let mut unread = Bytes::new();
+    if may_be_http1 && ctx.kind != ListenerKind::Admin {
+        let own = h1::Connection {
+            io: &mut io,
+            conn: &info,
+            shared: &ctx.shared,
+            activity: &activity,
+            head_limit: limits.head_limit,
+            watchdog: watchdog.as_mut(),
+            shutdown: &mut shutdown,
+            draining: &mut draining,
+        };
+        match own.serve().await {
+            h1::Ended::Closed => return None,
+            h1::Ended::Handover(bytes) => unread = bytes,
+        }
+    }
+    let io = TokioIo::new(h1::Prefixed::new(unread, io));
     // Where a `101` leaves its tunnel, to run once the connection is handed over.
     let switched: Arc<Mutex<Option<Switched>>> = Arc::default();
     let service = {
@@ -604,10 +639,9 @@ where
     };
     let conn = limits.http.serve_connection_with_upgrades(io, service);
     tokio::pin!(conn);
-    let watchdog = activity.watchdog(limits.header_read_timeout, limits.idle_timeout);
-    tokio::pin!(watchdog);
-    let mut draining = false;
-    let mut shutdown = Shutdown::new(&ctx.cancel);
+    if draining {
+        conn.as_mut().graceful_shutdown();
+    }
     loop {
         tokio::select! {
             result = conn.as_mut() => {
