@@ -62,7 +62,7 @@ pub(super) struct Connection<'a, I, W> {
     /// (which answers `431` as before).
     pub head_limit: usize,
     /// The connection's timeouts ([`Activity::watchdog`]).
-    pub watchdog: Pin<&'a mut W>,
+    pub watchdog: &'a mut W,
     pub shutdown: &'a mut Shutdown,
     /// Set once the drain began (also for hyper's server after a handover).
     pub draining: &'a mut bool,
@@ -71,10 +71,10 @@ pub(super) struct Connection<'a, I, W> {
 impl<I, W> Connection<'_, I, W>
 where
     I: AsyncRead + AsyncWrite + Unpin,
-    W: Future<Output = &'static str>,
+    W: Future<Output = &'static str> + Unpin,
 {
     /// Serves requests until the connection ends or one goes to hyper's server.
-    pub async fn serve(mut self) -> Ended {
+    pub async fn serve(self) -> Ended {
         let mut read = BytesMut::with_capacity(READ_SIZE);
         let mut write = Vec::new();
         // A response's map, emptied, holds the next request's fields.
@@ -112,7 +112,7 @@ where
                         }
                     },
                     () = &mut *self.shutdown, if !*self.draining => *self.draining = true,
-                    reason = self.watchdog.as_mut() => {
+                    reason = &mut *self.watchdog => {
                         tracing::debug!(reason, "closing connection");
                         return Ended::Closed;
                     }
@@ -127,7 +127,7 @@ where
                         biased;
                         served = serve.as_mut() => break served,
                         () = &mut *self.shutdown, if !*self.draining => *self.draining = true,
-                        reason = self.watchdog.as_mut() => {
+                        reason = &mut *self.watchdog => {
                             tracing::debug!(reason, "closing connection");
                             return Ended::Closed;
                         }
@@ -140,7 +140,7 @@ where
             let written = tokio::select! {
                 biased;
                 written = write_response(self.io, &mut write, &parts, &mut body, close) => written,
-                reason = self.watchdog.as_mut() => {
+                reason = &mut *self.watchdog => {
                     tracing::debug!(reason, "closing connection");
                     return Ended::Closed;
                 }
@@ -155,7 +155,7 @@ where
                     tokio::select! {
                         biased;
                         _ = self.io.shutdown() => {}
-                        _ = self.watchdog.as_mut() => {}
+                        _ = &mut *self.watchdog => {}
                     }
                     return Ended::Closed;
                 }
@@ -301,22 +301,8 @@ async fn write_response<I: AsyncWrite + Unpin>(
     body: &mut TrackedBody,
     close: bool,
 ) -> io::Result<bool> {
-    let status = parts.status;
-    let framing = if status.is_informational()
-        || status == StatusCode::NO_CONTENT
-        || status == StatusCode::NOT_MODIFIED
-    {
-        Framing::None
-    } else if let Some(len) = declared_length(&parts.headers) {
-        Framing::Length(len)
-    } else if let Some(len) = body.size_hint().exact() {
-        Framing::Length(len)
-    } else {
-        Framing::Chunked
-    };
-    let close = close || crate::headers::has_token(&parts.headers, &CONNECTION, "close");
     out.clear();
-    write_head(out, parts, framing, close);
+    let (framing, close) = write_head(out, parts, body.size_hint().exact(), close);
     let mut remaining = match framing {
         Framing::None => return finish(io, out, !close).await,
         Framing::Length(len) => len,
@@ -424,31 +410,55 @@ async fn append<I: AsyncWrite + Unpin>(
     io.write_all(data).await
 }
 
-/// A `Content-Length` the response's fields carry, when it is one valid number.
-fn declared_length(fields: &HeaderMap) -> Option<u64> {
-    let mut values = fields.get_all(CONTENT_LENGTH).iter();
-    let len = values.next()?.to_str().ok()?.parse().ok()?;
-    values.next().is_none().then_some(len)
-}
-
-fn write_head(out: &mut Vec<u8>, parts: &http::response::Parts, framing: Framing, close: bool) {
+/// Writes the response head: the response's fields but its framing ones, then the framing
+/// of what is sent (`Content-Length` from the response's single valid field, else from
+/// the body's exact length; chunked otherwise; none for `1xx`, `204`, `304`), `Connection:
+/// close` when the connection ends after it (`close`, or the response's own field says
+/// so), and a `Date` when the response has none. One pass over the fields; returns the
+/// framing and whether the connection ends.
+fn write_head(
+    out: &mut Vec<u8>,
+    parts: &http::response::Parts,
+    body_len: Option<u64>,
+    close: bool,
+) -> (Framing, bool) {
+    let status = parts.status;
     out.extend_from_slice(b"HTTP/1.1 ");
-    out.extend_from_slice(parts.status.as_str().as_bytes());
+    out.extend_from_slice(status.as_str().as_bytes());
     out.push(b' ');
-    out.extend_from_slice(parts.status.canonical_reason().unwrap_or("").as_bytes());
+    out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
     out.extend_from_slice(b"\r\n");
-    let keep_length = parts.status == StatusCode::NOT_MODIFIED;
+    // A 304 describes the representation it stands for: its length field stays.
+    let not_modified = status == StatusCode::NOT_MODIFIED;
+    // The first `Content-Length` field's value; `Some(None)` if not one valid number.
+    let mut declared: Option<Option<u64>> = None;
     let mut says_close = false;
+    let mut dated = false;
     for (name, value) in &parts.headers {
-        // Framing is the connection's business: written below from what is sent.
-        if *name == TRANSFER_ENCODING || (*name == CONTENT_LENGTH && !keep_length) {
+        if *name == CONTENT_LENGTH {
+            declared = Some(match declared {
+                None => value.to_str().ok().and_then(|text| text.parse().ok()),
+                Some(_) => None,
+            });
+            if !not_modified {
+                continue;
+            }
+        } else if *name == TRANSFER_ENCODING {
             continue;
-        }
-        if *name == CONNECTION {
+        } else if *name == CONNECTION {
             says_close |= has_close(value.as_bytes());
+        } else if *name == DATE {
+            dated = true;
         }
         crate::headers::write_field(out, name, value.as_bytes());
     }
+    let framing = if status.is_informational() || status == StatusCode::NO_CONTENT || not_modified {
+        Framing::None
+    } else if let Some(len) = declared.flatten().or(body_len) {
+        Framing::Length(len)
+    } else {
+        Framing::Chunked
+    };
     match framing {
         Framing::None => {}
         // Writing into a `Vec` cannot fail.
@@ -460,10 +470,11 @@ fn write_head(out: &mut Vec<u8>, parts: &http::response::Parts, framing: Framing
     if close && !says_close {
         out.extend_from_slice(b"connection: close\r\n");
     }
-    if !parts.headers.contains_key(DATE) {
+    if !dated {
         write_date(out);
     }
     out.extend_from_slice(b"\r\n");
+    (framing, close || says_close)
 }
 
 /// Writes a `Date` field for now, formatted once per second per thread.
@@ -621,14 +632,19 @@ mod tests {
         assert_eq!(rest.len(), 25);
     }
 
-    fn head(status: u16, fields: &[(&str, &str)], framing: Framing, close: bool) -> String {
+    fn head(
+        status: u16,
+        fields: &[(&str, &str)],
+        body_len: Option<u64>,
+        close: bool,
+    ) -> (String, Framing, bool) {
         let mut response = http::Response::new(());
         *response.status_mut() = StatusCode::from_u16(status).expect("status");
         *response.headers_mut() = crate::headers::header_map(fields);
         let (parts, ()) = response.into_parts();
         let mut out = Vec::new();
-        write_head(&mut out, &parts, framing, close);
-        String::from_utf8(out).expect("ascii")
+        let (framing, closes) = write_head(&mut out, &parts, body_len, close);
+        (String::from_utf8(out).expect("ascii"), framing, closes)
     }
 
     #[test]
@@ -636,48 +652,77 @@ mod tests {
         let date = "date: Sat, 05 Dec 2026 08:00:00 GMT";
         let fields = [
             ("date", "Sat, 05 Dec 2026 08:00:00 GMT"),
-            ("content-length", "99"),
+            ("content-length", "5"),
             ("transfer-encoding", "chunked"),
             ("x-a", "1"),
         ];
+        // The response's own length first, the body's otherwise.
         assert_eq!(
-            head(200, &fields, Framing::Length(5), false),
-            format!("HTTP/1.1 200 OK\r\n{date}\r\nx-a: 1\r\ncontent-length: 5\r\n\r\n")
-        );
-        assert_eq!(
-            head(200, &fields, Framing::Chunked, true),
-            format!(
-                "HTTP/1.1 200 OK\r\n{date}\r\nx-a: 1\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n"
+            head(200, &fields, Some(7), false),
+            (
+                format!("HTTP/1.1 200 OK\r\n{date}\r\nx-a: 1\r\ncontent-length: 5\r\n\r\n"),
+                Framing::Length(5),
+                false
             )
         );
         assert_eq!(
-            head(204, &fields, Framing::None, false),
-            format!("HTTP/1.1 204 No Content\r\n{date}\r\nx-a: 1\r\n\r\n")
+            head(200, &fields[..1], Some(7), false).1,
+            Framing::Length(7)
+        );
+        // Unknown length: chunked. Closing: said once.
+        assert_eq!(
+            head(200, &fields[..1], None, true),
+            (
+                format!(
+                    "HTTP/1.1 200 OK\r\n{date}\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n"
+                ),
+                Framing::Chunked,
+                true
+            )
+        );
+        assert_eq!(
+            head(204, &fields, Some(0), false),
+            (
+                format!("HTTP/1.1 204 No Content\r\n{date}\r\nx-a: 1\r\n\r\n"),
+                Framing::None,
+                false
+            )
         );
         // A 304 describes the representation it stands for: its length stays.
         assert_eq!(
-            head(304, &fields, Framing::None, false),
-            format!("HTTP/1.1 304 Not Modified\r\n{date}\r\ncontent-length: 99\r\nx-a: 1\r\n\r\n")
+            head(304, &fields, None, false).0,
+            format!("HTTP/1.1 304 Not Modified\r\n{date}\r\ncontent-length: 5\r\nx-a: 1\r\n\r\n")
         );
-        // `Connection: close` once; a `Date` when there was none.
-        let closing = head(599, &[("connection", "close")], Framing::Length(0), true);
+        // The response's own `Connection: close` ends the connection, written once; a
+        // `Date` is added when there was none.
+        let (closing, _, closes) = head(599, &[("connection", "close")], Some(0), true);
+        assert!(closes);
         assert!(
             closing
-                .starts_with("HTTP/1.1 599 \r\nconnection: close\r\ncontent-length: 0\r\ndate: ")
+                .starts_with("HTTP/1.1 599 \r\nconnection: close\r\ncontent-length: 0\r\ndate: "),
+            "{closing}"
         );
         assert_eq!(closing.matches("connection").count(), 1, "{closing}");
         assert!(closing.ends_with(" GMT\r\n\r\n"), "{closing}");
+        assert!(head(200, &[("connection", "Keep-Alive, Close")], None, false).2);
     }
 
     #[test]
-    fn declared_lengths_count_only_when_single_and_numeric() {
-        let map = crate::headers::header_map;
-        assert_eq!(declared_length(&map(&[("content-length", "12")])), Some(12));
-        assert_eq!(declared_length(&map(&[("content-length", "x")])), None);
-        assert_eq!(
-            declared_length(&map(&[("content-length", "1"), ("content-length", "1")])),
-            None
-        );
-        assert_eq!(declared_length(&map(&[])), None);
+    fn a_length_field_counts_only_when_single_and_numeric() {
+        for fields in [
+            &[("content-length", "x")][..],
+            &[("content-length", "1"), ("content-length", "1")][..],
+        ] {
+            assert_eq!(
+                head(200, fields, Some(9), false).1,
+                Framing::Length(9),
+                "{fields:?}"
+            );
+            assert_eq!(
+                head(200, fields, None, false).1,
+                Framing::Chunked,
+                "{fields:?}"
+            );
+        }
     }
 }

@@ -582,10 +582,10 @@ where
         activity: activity.clone(),
     };
     let info = Arc::new(info);
-    let watchdog = activity.watchdog(limits.header_read_timeout, limits.idle_timeout);
-    tokio::pin!(watchdog);
+    let mut watchdog =
+        Gated::new(activity.watchdog(limits.header_read_timeout, limits.idle_timeout));
     let mut draining = false;
-    let mut shutdown = Shutdown::new(&ctx.cancel);
+    let mut shutdown = Gated::cancelled(&ctx.cancel);
     // HTTP/1 starts on weir's own server; what it does not serve goes to hyper's.
     let mut unread = Bytes::new();
     if may_be_http1 && ctx.kind != ListenerKind::Admin {
@@ -595,7 +595,7 @@ where
             shared: &ctx.shared,
             activity: &activity,
             head_limit: limits.head_limit,
-            watchdog: watchdog.as_mut(),
+            watchdog: &mut watchdog,
             shutdown: &mut shutdown,
             draining: &mut draining,
         };
@@ -664,24 +664,28 @@ where
     }
 }
 
-/// Resolves once the token is cancelled, as `token.cancelled()` does, but cheap to poll
-/// on every wake-up of a connection's task: `cancelled()` takes the token's lock each time
-/// it is polled (~165 instructions, about three times per proxied request). This one gives
-/// the token a waker of its own, which notes that the token is what woke the task, and
-/// looks at the token only then (and on its first poll).
-struct Shutdown {
-    cancelled: Pin<Box<WaitForCancellationFutureOwned>>,
-    signal: Arc<ShutdownSignal>,
+/// A future polled only once a wake-up of its own came (and on its first poll), so that it
+/// is cheap to keep in a connection's `select!`, which polls every branch at every wake-up
+/// of the connection's task (several per proxied request). The drain signal's
+/// `cancelled()` takes the token's lock each time it is polled (~165 instructions), the
+/// timeouts' `Sleep` registers its waker with the timer (~400). Gated, each is looked at
+/// only when it is what woke the task: its waker notes that, then wakes the task.
+struct Gated<F> {
+    inner: Pin<Box<F>>,
+    signal: Arc<GateSignal>,
     armed: bool,
 }
 
+/// Resolves once the drain begins.
+type Shutdown = Gated<WaitForCancellationFutureOwned>;
+
 #[derive(Default)]
-struct ShutdownSignal {
+struct GateSignal {
     fired: AtomicBool,
     task: AtomicWaker,
 }
 
-impl std::task::Wake for ShutdownSignal {
+impl std::task::Wake for GateSignal {
     fn wake(self: Arc<Self>) {
         self.wake_by_ref();
     }
@@ -692,31 +696,35 @@ impl std::task::Wake for ShutdownSignal {
     }
 }
 
-impl Shutdown {
-    fn new(token: &CancellationToken) -> Shutdown {
-        Shutdown {
-            cancelled: Box::pin(token.clone().cancelled_owned()),
+impl<F: Future> Gated<F> {
+    fn new(inner: F) -> Gated<F> {
+        Gated {
+            inner: Box::pin(inner),
             signal: Arc::default(),
             armed: false,
         }
     }
 }
 
-impl Future for Shutdown {
-    type Output = ();
+impl Shutdown {
+    fn cancelled(token: &CancellationToken) -> Shutdown {
+        Gated::new(token.clone().cancelled_owned())
+    }
+}
 
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+impl<F: Future> Future for Gated<F> {
+    type Output = F::Output;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
         let this = &mut *self;
-        // First, so that a cancellation from now on wakes the task that polls now.
+        // First, so that a wake-up from now on wakes the task that polls now.
         this.signal.task.register(cx.waker());
         if this.armed && !this.signal.fired.swap(false, Ordering::Acquire) {
             return Poll::Pending;
         }
         this.armed = true;
         let waker = std::task::Waker::from(this.signal.clone());
-        this.cancelled
-            .as_mut()
-            .poll(&mut Context::from_waker(&waker))
+        this.inner.as_mut().poll(&mut Context::from_waker(&waker))
     }
 }
 
@@ -962,15 +970,49 @@ pub fn plain_status(status: StatusCode, message: &str) -> Response<Body> {
 mod tests {
     use super::*;
 
-    /// One poll of `shutdown`, as its task would make it.
-    async fn poll_once(shutdown: &mut Shutdown) -> Poll<()> {
-        std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut *shutdown).poll(cx))).await
+    /// One poll of `gated`, as its task would make it.
+    async fn poll_once<F: Future>(gated: &mut Gated<F>) -> Poll<F::Output> {
+        std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut *gated).poll(cx))).await
+    }
+
+    #[tokio::test]
+    async fn a_gated_future_is_polled_only_when_its_own_wake_up_came() {
+        let polls = Arc::new(AtomicUsize::new(0));
+        let waker = Arc::new(Mutex::new(None::<std::task::Waker>));
+        let inner = {
+            let (polls, waker) = (polls.clone(), waker.clone());
+            std::future::poll_fn(move |cx| {
+                let n = polls.fetch_add(1, Ordering::Relaxed) + 1;
+                *lock(&waker) = Some(cx.waker().clone());
+                if n == 3 {
+                    Poll::Ready(n)
+                } else {
+                    Poll::Pending
+                }
+            })
+        };
+        let mut gated = Gated::new(inner);
+        for _ in 0..4 {
+            assert!(poll_once(&mut gated).await.is_pending());
+        }
+        assert_eq!(
+            polls.load(Ordering::Relaxed),
+            1,
+            "the task's other wake-ups skip it"
+        );
+        let wake = || lock(&waker).take().expect("a waker").wake();
+        wake();
+        assert!(poll_once(&mut gated).await.is_pending());
+        assert!(poll_once(&mut gated).await.is_pending());
+        assert_eq!(polls.load(Ordering::Relaxed), 2);
+        wake();
+        assert_eq!(poll_once(&mut gated).await, Poll::Ready(3));
     }
 
     #[tokio::test]
     async fn shutdown_resolves_once_its_token_is_cancelled() {
         let token = CancellationToken::new();
-        let mut shutdown = Shutdown::new(&token);
+        let mut shutdown = Gated::cancelled(&token);
         for _ in 0..3 {
             assert!(poll_once(&mut shutdown).await.is_pending());
         }
@@ -986,7 +1028,7 @@ mod tests {
 
         let token = CancellationToken::new();
         token.cancel();
-        let mut shutdown = Shutdown::new(&token);
+        let mut shutdown = Gated::cancelled(&token);
         assert!(poll_once(&mut shutdown).await.is_ready());
     }
 }
