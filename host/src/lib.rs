@@ -16,6 +16,7 @@ pub mod config;
 pub mod cors;
 pub mod error;
 pub mod filters;
+pub mod gate;
 pub mod headers;
 pub mod identity;
 pub mod jwt;

@@ -466,7 +466,7 @@ impl Gateway {
         // and moving it into the timeout's future copied it once more per request.
         let outcome = {
             let process = std::pin::pin!(self.process(request, conn, &mut exchange));
-            timer::within(timer.as_mut(), process).await
+            timer::within(&mut timer, process).await
         };
         conn.request_timer.put(timer);
         let mut response = match outcome {

@@ -11,6 +11,9 @@
 //!
 //! A timer left armed after its request may still fire once: it then wakes the task that
 //! last polled it (the connection's), which finds nothing to do.
+//!
+//! A timer is [`Gated`]: the request's future is polled at every wake-up of its task, the
+//! timer only once per arming and when it fired.
 
 use std::future::Future;
 use std::pin::{Pin, pin};
@@ -19,27 +22,31 @@ use std::task::Poll;
 
 use tokio::time::{Instant, Sleep};
 
+use crate::gate::Gated;
+
+/// A request timer.
+pub type Timer = Gated<Sleep>;
+
 /// A timer for `deadline`: `timer` re-armed when there is one, else a new one.
-pub fn arm(timer: Option<Pin<Box<Sleep>>>, deadline: Instant) -> Pin<Box<Sleep>> {
+pub fn arm(timer: Option<Timer>, deadline: Instant) -> Timer {
     match timer {
         Some(mut timer) => {
-            timer.as_mut().reset(deadline);
+            timer.inner_mut().reset(deadline);
             timer
         }
-        None => Box::pin(tokio::time::sleep_until(deadline)),
+        None => Gated::new(tokio::time::sleep_until(deadline)),
     }
 }
 
 /// Runs `future` until it completes (`Some`) or `timer` fires (`None`). The future is
 /// polled first, so one that is ready never looks at the timer.
-pub async fn within<F: Future>(timer: Pin<&mut Sleep>, future: F) -> Option<F::Output> {
+pub async fn within<F: Future>(timer: &mut Timer, future: F) -> Option<F::Output> {
     let mut future = pin!(future);
-    let mut timer = timer;
     std::future::poll_fn(|cx| {
         if let Poll::Ready(output) = future.as_mut().poll(cx) {
             return Poll::Ready(Some(output));
         }
-        match timer.as_mut().poll(cx) {
+        match Pin::new(&mut *timer).poll(cx) {
             Poll::Ready(()) => Poll::Ready(None),
             Poll::Pending => Poll::Pending,
         }
@@ -50,17 +57,17 @@ pub async fn within<F: Future>(timer: Pin<&mut Sleep>, future: F) -> Option<F::O
 /// Where a connection keeps its timer between requests. Concurrent requests (HTTP/2)
 /// find it taken and make their own; the last one back leaves its timer here.
 #[derive(Default)]
-pub struct TimerSlot(Mutex<Option<Pin<Box<Sleep>>>>);
+pub struct TimerSlot(Mutex<Option<Timer>>);
 
 impl TimerSlot {
     /// A timer for `deadline`, the slot's own when it is free.
-    pub fn take(&self, deadline: Instant) -> Pin<Box<Sleep>> {
+    pub fn take(&self, deadline: Instant) -> Timer {
         let kept = self.0.lock().map(|mut slot| slot.take()).unwrap_or(None);
         arm(kept, deadline)
     }
 
     /// Gives `timer` back for the connection's next request.
-    pub fn put(&self, timer: Pin<Box<Sleep>>) {
+    pub fn put(&self, timer: Timer) {
         if let Ok(mut slot) = self.0.lock() {
             *slot = Some(timer);
         }
@@ -94,16 +101,13 @@ mod tests {
         let start = Instant::now();
         let mut timer = slot.take(start + 50 * MS);
         // Polled once (the future is pending at first), so registered for 50 ms.
-        assert_eq!(
-            within(timer.as_mut(), tokio::task::yield_now()).await,
-            Some(())
-        );
+        assert_eq!(within(&mut timer, tokio::task::yield_now()).await, Some(()));
         slot.put(timer);
 
         // Re-armed later: it does not fire at the first deadline, only at the second.
         let mut timer = slot.take(start + 300 * MS);
         let never = std::future::pending::<()>();
-        assert_eq!(within(timer.as_mut(), never).await, None);
+        assert_eq!(within(&mut timer, never).await, None);
         assert!(start.elapsed() >= 300 * MS);
         slot.put(timer);
 
@@ -111,9 +115,9 @@ mod tests {
         let again = Instant::now();
         let mut timer = slot.take(again + 50 * MS);
         let slow = tokio::time::sleep(10 * MS);
-        assert_eq!(within(timer.as_mut(), slow).await, Some(()));
+        assert_eq!(within(&mut timer, slow).await, Some(()));
         let never = std::future::pending::<()>();
-        assert_eq!(within(timer.as_mut(), never).await, None);
+        assert_eq!(within(&mut timer, never).await, None);
         assert!(again.elapsed() >= 50 * MS);
     }
 
@@ -122,14 +126,11 @@ mod tests {
         let slot = TimerSlot::default();
         let start = Instant::now();
         let mut timer = slot.take(start + Duration::from_secs(30));
-        assert_eq!(
-            within(timer.as_mut(), tokio::task::yield_now()).await,
-            Some(())
-        );
+        assert_eq!(within(&mut timer, tokio::task::yield_now()).await, Some(()));
         slot.put(timer);
         let mut timer = slot.take(start + 50 * MS);
         let fired = tokio::time::timeout(Duration::from_secs(10), async {
-            within(timer.as_mut(), std::future::pending::<()>()).await
+            within(&mut timer, std::future::pending::<()>()).await
         });
         assert_eq!(fired.await, Ok(None));
         assert!(start.elapsed() >= 50 * MS);

@@ -180,7 +180,7 @@ struct Inner {
     /// The request head being written, kept for the next one.
     write: Vec<u8>,
     /// Times each request's exchange, re-armed for the next (see [`crate::timer`]).
-    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    timer: Option<crate::timer::Timer>,
 }
 
 impl std::fmt::Debug for Connection {
@@ -255,7 +255,7 @@ impl Connection {
             // request. It is emptied only once a response head is complete.
             self.read_head(head_request, &mut parts.headers).await
         };
-        let exchanged = crate::timer::within(timer.as_mut(), exchange).await;
+        let exchanged = crate::timer::within(&mut timer, exchange).await;
         self.0.timer = Some(timer);
         let (mut response, framing, keep_alive) = match exchanged {
             None => return Err(Error::Timeout),
