@@ -19,6 +19,8 @@ use futures_util::task::AtomicWaker;
 pub struct Gated<F> {
     inner: Pin<Box<F>>,
     signal: Arc<Signal>,
+    /// `signal` as the waker the inner future is polled with.
+    waker: Waker,
     /// The task's waker as last registered with `signal`.
     task: Option<Waker>,
     armed: bool,
@@ -44,9 +46,11 @@ impl std::task::Wake for Signal {
 
 impl<F: Future> Gated<F> {
     pub fn new(inner: F) -> Gated<F> {
+        let signal = Arc::<Signal>::default();
         Gated {
             inner: Box::pin(inner),
-            signal: Arc::default(),
+            waker: Waker::from(signal.clone()),
+            signal,
             task: None,
             armed: false,
         }
@@ -81,8 +85,7 @@ impl<F: Future> Future for Gated<F> {
             return Poll::Pending;
         }
         this.armed = true;
-        let waker = Waker::from(this.signal.clone());
-        this.inner.as_mut().poll(&mut Context::from_waker(&waker))
+        this.inner.as_mut().poll(&mut Context::from_waker(&this.waker))
     }
 }
 
