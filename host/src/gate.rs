@@ -73,16 +73,22 @@ impl<F: Future> Future for Gated<F> {
         // Registered before `fired` is taken, so that a wake-up from now on reaches the
         // task that polls now. A wake-up took the registered waker (and set `fired`); a
         // different task polls; or nothing was registered yet: register.
+        let fired = this.signal.fired.load(Ordering::Acquire);
         let registered = this
             .task
             .as_ref()
             .is_some_and(|task| task.will_wake(cx.waker()));
-        if !registered || this.signal.fired.load(Ordering::Acquire) {
+        if fired || !registered {
             this.signal.task.register(cx.waker());
             this.task = Some(cx.waker().clone());
         }
-        if this.armed && !this.signal.fired.swap(false, Ordering::Acquire) {
+        if this.armed && !fired {
             return Poll::Pending;
+        }
+        // Taken before the inner future is polled: what fires from now on is either seen
+        // by this poll or wakes the task again.
+        if fired {
+            this.signal.fired.store(false, Ordering::Release);
         }
         this.armed = true;
         this.inner.as_mut().poll(&mut Context::from_waker(&this.waker))
