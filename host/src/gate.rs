@@ -91,7 +91,9 @@ impl<F: Future> Future for Gated<F> {
             this.signal.fired.store(false, Ordering::Release);
         }
         this.armed = true;
-        this.inner.as_mut().poll(&mut Context::from_waker(&this.waker))
+        this.inner
+            .as_mut()
+            .poll(&mut Context::from_waker(&this.waker))
     }
 }
 

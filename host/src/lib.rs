@@ -18,6 +18,7 @@ pub mod error;
 pub mod filters;
 pub mod gate;
 pub mod headers;
+pub mod http1;
 pub mod identity;
 pub mod jwt;
 pub mod metrics;

@@ -23,13 +23,14 @@ use std::time::SystemTime;
 
 use bytes::{Bytes, BytesMut};
 use http::header::{CONNECTION, CONTENT_LENGTH, DATE, TRANSFER_ENCODING};
-use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode, Uri, Version};
+use http::{HeaderMap, Method, Request, StatusCode, Uri, Version};
 use http_body::Body as _;
 use http_body_util::BodyExt as _;
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 
 use super::{Activity, Shared, Shutdown, TrackedBody, TrackedIo};
 use crate::body::{Body, BoxError};
+use crate::http1::Offsets;
 use crate::pipeline::ConnInfo;
 
 /// Bytes read from the connection at a time, at most.
@@ -38,7 +39,7 @@ const READ_SIZE: usize = 8 * 1024;
 const MIN_READ: usize = 1024;
 /// The most fields a head parsed here may have; a head with more is handed to hyper's
 /// server (whose limit leaves room for the gateway's JSON `431`).
-const MAX_FIELDS: usize = crate::upstream::h1::MAX_HEADERS;
+const MAX_FIELDS: usize = crate::http1::MAX_FIELDS;
 /// Body bytes copied behind the response head to go out in the same write; larger bodies
 /// are written from their own buffers.
 const COALESCE_BYTES: usize = 16 * 1024;
@@ -222,29 +223,10 @@ fn parse_request(buf: &mut BytesMut, fields: &mut HeaderMap) -> Parsed {
             _ => {}
         }
     }
-    // Where the target and each field are in the head. A head is at most a few hundred
-    // KiB (`head_limit`), so offsets fit in u32.
-    let start = buf.as_ptr() as usize;
-    let offset = |bytes: &[u8]| (bytes.as_ptr() as usize - start) as u32;
-    let path = parsed.path.unwrap_or("");
-    let target = (
-        offset(path.as_bytes()),
-        offset(path.as_bytes()) + path.len() as u32,
-    );
-    let count = parsed.headers.len();
-    let mut ranges = [(0u32, 0u32, 0u32, 0u32); MAX_FIELDS];
-    for (field, range) in parsed.headers.iter().zip(&mut ranges) {
-        let name = offset(field.name.as_bytes());
-        let value = offset(field.value);
-        *range = (
-            name,
-            name + field.name.len() as u32,
-            value,
-            value + field.value.len() as u32,
-        );
-    }
+    let offsets = Offsets::new(buf, parsed.headers);
+    let target = offsets.of(parsed.path.unwrap_or("").as_bytes());
     let head = buf.split_to(len).freeze();
-    let Some(request) = build_request(&head, method, target, &ranges[..count], fields) else {
+    let Some(request) = build_request(&head, method, target, &offsets, fields) else {
         // Not something `http` takes: back in front of the buffer, for hyper's server.
         let mut restored = BytesMut::with_capacity(head.len() + buf.len());
         restored.extend_from_slice(&head);
@@ -259,17 +241,11 @@ fn build_request(
     head: &Bytes,
     method: Method,
     (target_from, target_to): (u32, u32),
-    ranges: &[(u32, u32, u32, u32)],
+    offsets: &Offsets,
     fields: &mut HeaderMap,
 ) -> Option<Request<Body>> {
     let uri = Uri::from_maybe_shared(head.slice(target_from as usize..target_to as usize)).ok()?;
-    fields.clear();
-    fields.reserve(ranges.len());
-    for &(name_from, name_to, from, to) in ranges {
-        let name = HeaderName::from_bytes(&head[name_from as usize..name_to as usize]).ok()?;
-        let value = HeaderValue::from_maybe_shared(head.slice(from as usize..to as usize)).ok()?;
-        fields.append(name, value);
-    }
+    offsets.fill(head, fields).ok()?;
     let mut request = Request::new(Body::Empty);
     *request.method_mut() = method;
     *request.uri_mut() = uri;

@@ -46,7 +46,7 @@ use crate::headers::{Forwarding, write_field};
 /// The largest response head (status line and fields) read, in bytes.
 pub const MAX_HEAD: usize = 64 * 1024;
 /// The most fields a response head may have.
-pub const MAX_HEADERS: usize = 100;
+pub const MAX_HEADERS: usize = crate::http1::MAX_FIELDS;
 /// The longest chunk-size line (size, extensions, CRLF), in bytes.
 pub const MAX_LINE: usize = 4096;
 /// What a read asks for at least.
@@ -454,32 +454,14 @@ fn parse_head(buf: &mut BytesMut, headers: &mut HeaderMap) -> Result<Option<Resp
     } else {
         Version::HTTP_11
     };
-    // Where each field's name and value are in the head: (name start, name end, value
-    // start, value end). A head is at most MAX_HEAD (64 KiB) bytes, so they fit in u32.
-    let start = buf.as_ptr() as usize;
-    let offset = |bytes: &[u8]| (bytes.as_ptr() as usize - start) as u32;
-    let count = parsed.headers.len();
-    let mut ranges = [(0u32, 0u32, 0u32, 0u32); MAX_HEADERS];
-    for (field, range) in parsed.headers.iter().zip(&mut ranges) {
-        let name = offset(field.name.as_bytes());
-        let value = offset(field.value);
-        *range = (
-            name,
-            name + field.name.len() as u32,
-            value,
-            value + field.value.len() as u32,
-        );
-    }
+    let offsets = crate::http1::Offsets::new(buf, parsed.headers);
     let head = buf.split_to(len).freeze();
-    headers.clear();
-    headers.reserve(count);
-    for &(name_from, name_to, from, to) in &ranges[..count] {
-        let name = HeaderName::from_bytes(&head[name_from as usize..name_to as usize])
-            .map_err(|_| Error::Parse(httparse::Error::HeaderName))?;
-        let value = HeaderValue::from_maybe_shared(head.slice(from as usize..to as usize))
-            .map_err(|_| Error::Parse(httparse::Error::HeaderValue))?;
-        headers.append(name, value);
-    }
+    offsets.fill(&head, headers).map_err(|bad| {
+        Error::Parse(match bad {
+            crate::http1::BadField::Name => httparse::Error::HeaderName,
+            crate::http1::BadField::Value => httparse::Error::HeaderValue,
+        })
+    })?;
     let mut response = Response::new(());
     *response.status_mut() = status;
     *response.version_mut() = version;
