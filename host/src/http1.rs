@@ -18,27 +18,34 @@ pub enum BadField {
 /// Where a parsed head's parts are in its buffer. `httparse`'s fields borrow the buffer,
 /// which is then split off and frozen; the parts are found again in the frozen head by
 /// these offsets (name start, name end, value start, value end), as slices of it: shared,
-/// not copied. A head is at most a few hundred KiB, so offsets fit in `u32`.
-pub struct Offsets {
+/// not copied. A head is at most a few hundred KiB, so offsets fit in `u32`. The table is
+/// the caller's (a local array: returned by value, its 1.6 KB were copied once more per
+/// head).
+pub struct Offsets<'t> {
     start: usize,
-    fields: [(u32, u32, u32, u32); MAX_FIELDS],
-    count: usize,
+    fields: &'t [(u32, u32, u32, u32)],
 }
 
-impl Offsets {
-    /// The offsets of `fields` (at most [`MAX_FIELDS`]) in `buf`, which they borrow.
-    pub fn new(buf: &[u8], fields: &[httparse::Header<'_>]) -> Offsets {
+/// Room for a head's field offsets.
+pub type Table = [(u32, u32, u32, u32); MAX_FIELDS];
+
+/// An empty [`Table`].
+pub const TABLE: Table = [(0, 0, 0, 0); MAX_FIELDS];
+
+impl<'t> Offsets<'t> {
+    /// The offsets of `fields` (at most [`MAX_FIELDS`]) in `buf`, which they borrow,
+    /// written into `table`.
+    pub fn new(buf: &[u8], fields: &[httparse::Header<'_>], table: &'t mut Table) -> Offsets<'t> {
         let start = buf.as_ptr() as usize;
-        let mut table = [(0, 0, 0, 0); MAX_FIELDS];
-        for (field, range) in fields.iter().zip(&mut table) {
+        let count = fields.len().min(MAX_FIELDS);
+        for (field, range) in fields.iter().zip(table.iter_mut()) {
             let (name_from, name_to) = span(start, field.name.as_bytes());
             let (from, to) = span(start, field.value);
             *range = (name_from, name_to, from, to);
         }
         Offsets {
             start,
-            fields: table,
-            count: fields.len().min(MAX_FIELDS),
+            fields: &table[..count],
         }
     }
 
@@ -51,8 +58,8 @@ impl Offsets {
     /// buffer the offsets were taken in, frozen.
     pub fn fill(&self, head: &Bytes, map: &mut HeaderMap) -> Result<(), BadField> {
         map.clear();
-        map.reserve(self.count);
-        for &(name_from, name_to, from, to) in &self.fields[..self.count] {
+        map.reserve(self.fields.len());
+        for &(name_from, name_to, from, to) in self.fields {
             let name = HeaderName::from_bytes(&head[name_from as usize..name_to as usize])
                 .map_err(|_| BadField::Name)?;
             let value = HeaderValue::from_maybe_shared(head.slice(from as usize..to as usize))

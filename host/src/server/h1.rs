@@ -223,7 +223,8 @@ fn parse_request(buf: &mut BytesMut, fields: &mut HeaderMap) -> Parsed {
             _ => {}
         }
     }
-    let offsets = Offsets::new(buf, parsed.headers);
+    let mut table = crate::http1::TABLE;
+    let offsets = Offsets::new(buf, parsed.headers, &mut table);
     let target = offsets.of(parsed.path.unwrap_or("").as_bytes());
     let head = buf.split_to(len).freeze();
     let Some(request) = build_request(&head, method, target, &offsets, fields) else {
@@ -241,7 +242,7 @@ fn build_request(
     head: &Bytes,
     method: Method,
     (target_from, target_to): (u32, u32),
-    offsets: &Offsets,
+    offsets: &Offsets<'_>,
     fields: &mut HeaderMap,
 ) -> Option<Request<Body>> {
     let uri = Uri::from_maybe_shared(head.slice(target_from as usize..target_to as usize)).ok()?;

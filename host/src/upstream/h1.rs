@@ -454,7 +454,8 @@ fn parse_head(buf: &mut BytesMut, headers: &mut HeaderMap) -> Result<Option<Resp
     } else {
         Version::HTTP_11
     };
-    let offsets = crate::http1::Offsets::new(buf, parsed.headers);
+    let mut table = crate::http1::TABLE;
+    let offsets = crate::http1::Offsets::new(buf, parsed.headers, &mut table);
     let head = buf.split_to(len).freeze();
     offsets.fill(&head, headers).map_err(|bad| {
         Error::Parse(match bad {
