@@ -594,6 +594,15 @@ mod tests {
             "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
             // httparse takes this target, `http::Uri` does not.
             "GET http:// HTTP/1.1\r\n\r\n",
+            // Smuggling shapes: a length beside chunked, two lengths, a space before the
+            // colon, a folded line, a bare LF inside a value, a NUL in the target.
+            "GET / HTTP/1.1\r\nContent-Length: 0\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "GET / HTTP/1.1\r\nContent-Length: 0\r\nContent-Length: 7\r\n\r\n",
+            "GET / HTTP/1.1\r\nContent-Length : 5\r\n\r\nhello",
+            "GET / HTTP/1.1\r\nX-A: 1\r\n Content-Length: 5\r\n\r\nhello",
+            "GET / HTTP/1.1\r\nX-A: 1\nContent-Length: 5\r\n\r\nhello",
+            "GET /\0 HTTP/1.1\r\n\r\n",
+            "GET / HTTP/1.1\r\nContent-Length: +0\r\n\r\n",
             &many,
         ] {
             let (parsed, rest) = parse(head);
