@@ -64,6 +64,11 @@ pub enum GatewayError {
     UpgradeRequired,
     #[error("request has no usable host")]
     BadHost,
+    /// A request head that is not HTTP/1.1 (a bad method or target token, a field
+    /// without a colon, a folded line, a name or value `http` refuses). The connection
+    /// is closed after the answer: where the next request starts is unknown.
+    #[error("malformed request head")]
+    MalformedHead,
     #[error("too many request header fields ({count}, limit {limit})")]
     TooManyHeaders { count: usize, limit: usize },
     #[error("request head too large ({bytes} bytes, limit {limit})")]
@@ -170,9 +175,10 @@ impl GatewayError {
     /// The status this error answers with.
     pub fn status(&self) -> StatusCode {
         match self {
-            GatewayError::BadPath(_) | GatewayError::BadHost | GatewayError::ClientBody(_) => {
-                StatusCode::BAD_REQUEST
-            }
+            GatewayError::BadPath(_)
+            | GatewayError::BadHost
+            | GatewayError::MalformedHead
+            | GatewayError::ClientBody(_) => StatusCode::BAD_REQUEST,
             GatewayError::TooManyHeaders { .. } | GatewayError::HeadTooLarge { .. } => {
                 StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
             }
@@ -214,9 +220,9 @@ impl GatewayError {
     /// The phase the error belongs to.
     pub fn phase(&self) -> Phase {
         match self {
-            GatewayError::TooManyHeaders { .. } | GatewayError::HeadTooLarge { .. } => {
-                Phase::Accept
-            }
+            GatewayError::TooManyHeaders { .. }
+            | GatewayError::HeadTooLarge { .. }
+            | GatewayError::MalformedHead => Phase::Accept,
             GatewayError::BadPath(_)
             | GatewayError::BadHost
             | GatewayError::NoRoute
@@ -251,6 +257,7 @@ impl GatewayError {
         match self {
             GatewayError::BadPath(_)
             | GatewayError::BadHost
+            | GatewayError::MalformedHead
             | GatewayError::TooManyHeaders { .. }
             | GatewayError::HeadTooLarge { .. }
             | GatewayError::NoRoute
@@ -284,6 +291,7 @@ impl GatewayError {
         match self {
             GatewayError::BadPath(_) => "bad_path",
             GatewayError::BadHost => "bad_host",
+            GatewayError::MalformedHead => "malformed_head",
             GatewayError::TooManyHeaders { .. } => "too_many_headers",
             GatewayError::HeadTooLarge { .. } => "head_too_large",
             GatewayError::NoRoute => "no_route",
@@ -328,6 +336,7 @@ impl GatewayError {
             }
             GatewayError::BadPath(PathError::EscapesRoot) => "request path climbs above the root",
             GatewayError::BadHost => "request has no valid host",
+            GatewayError::MalformedHead => "malformed request",
             GatewayError::TooManyHeaders { .. } => "too many request header fields",
             GatewayError::HeadTooLarge { .. } => "request header fields too large",
             GatewayError::NoRoute => "no route matches this request",

@@ -268,3 +268,26 @@ async fn an_upstream_body_cut_short_ends_the_client_connection_after_what_came()
     assert!(conn.closed_within(Duration::from_secs(3)).await);
     assert_eq!(conn.unread(), "abc", "what the upstream sent, and no more");
 }
+
+#[tokio::test]
+async fn a_malformed_head_gets_a_json_400_and_the_connection_ends() {
+    let (gateway, echo) = gateway().await;
+    for head in [
+        "GET /echo/x HTTP/1.1\r\nHost: localhost\r\nno colon here\r\n\r\n",
+        "GET /echo/x HTTP/1.1\r\nHost: localhost\r\nContent-Length : 5\r\n\r\nhello",
+        "G@T /echo/x HTTP/1.1\r\nHost: localhost\r\n\r\n",
+    ] {
+        let mut conn = RawConn::connect(gateway.http_addr()).await;
+        // Served first: the malformed head is the connection's second.
+        conn.send(&format!("{}{head}", get("/mock"))).await;
+        assert_eq!(conn.read_response().await.body, "mocked");
+        let refused = conn.read_response().await;
+        assert_eq!(refused.status, 400, "{head:?}: {refused:?}");
+        let id = refused.header("x-request-id").expect("x-request-id");
+        assert_eq!(refused.json()["message"], "malformed request");
+        assert_eq!(refused.json()["request_id"], id);
+        assert_eq!(refused.header("connection"), Some("close"));
+        assert!(conn.closed_within(Duration::from_secs(3)).await, "{head:?}");
+    }
+    assert_eq!(echo.count(), 0, "nothing reached the upstream");
+}

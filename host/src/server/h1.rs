@@ -5,11 +5,12 @@
 //! a buffer the connection keeps, parsed with `httparse` into the header map the previous
 //! response left (its allocation reused), served by [`Gateway::serve`] and answered by
 //! writing the response head and body straight to the connection, coalesced into one
-//! write when the body is at hand. The first request this server does not take (a body, an
-//! upgrade, `Expect`, `HEAD`, HTTP/1.0, a head it cannot parse or that is too large, or
-//! not HTTP/1 at all: h2c) hands the connection over: hyper's server serves it from there,
+//! write when the body is at hand. A head that is not HTTP/1.1 gets the gateway's JSON
+//! `400` and the connection ends. The first request this server does not take (a body, an
+//! upgrade, `Expect`, `HEAD`, HTTP/1.0, a head with too many fields or too large, or not
+//! HTTP/1 at all: h2c) hands the connection over: hyper's server serves it from there,
 //! starting with the bytes read and not consumed ([`Ended::Handover`]), so every answer
-//! that is not this path's is hyper's as before.
+//! to those is hyper's as before.
 //!
 //! What hyper's server cost per request here (≈ 10 k instructions of a proxied request's
 //! 27 k; `bench/RESULTS.md`) is the reason this exists.
@@ -30,6 +31,7 @@ use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 
 use super::{Activity, Shared, Shutdown, TrackedBody, TrackedIo};
 use crate::body::{Body, BoxError};
+use crate::error::GatewayError;
 use crate::http1::Offsets;
 use crate::pipeline::ConnInfo;
 
@@ -87,6 +89,7 @@ where
                     match parse_request(&mut read, &mut fields) {
                         Parsed::Request(request, close) => break (request, close),
                         Parsed::Handover => return Ended::Handover(read.freeze()),
+                        Parsed::Malformed => return self.refuse(&mut write).await,
                         Parsed::Partial if read.len() >= self.head_limit => {
                             return Ended::Handover(read.freeze());
                         }
@@ -169,6 +172,35 @@ where
             fields.clear();
         }
     }
+
+    /// Answers a malformed head with the gateway's JSON `400` and ends the connection (in
+    /// order): where a next request would start is unknown. The request never reached a
+    /// gateway, so only the debug log sees it.
+    async fn refuse(self, out: &mut Vec<u8>) -> Ended {
+        let request_id = crate::headers::request_id(&HeaderMap::new());
+        let error = GatewayError::MalformedHead;
+        tracing::debug!(
+            request_id = request_id.to_str().unwrap_or(""),
+            error = %error,
+            "request refused"
+        );
+        let mut response = error.into_response(request_id.to_str().unwrap_or(""));
+        response
+            .headers_mut()
+            .insert(crate::headers::X_REQUEST_ID.clone(), request_id);
+        let (parts, body) = response.into_parts();
+        let guard = self.activity.request_started(Version::HTTP_11);
+        let mut body = TrackedBody::new(body, guard, None);
+        tokio::select! {
+            biased;
+            _ = async {
+                let _ = write_response(self.io, out, &parts, &mut body, true).await;
+                let _ = self.io.shutdown().await;
+            } => {}
+            _ = &mut *self.watchdog => {}
+        }
+        Ended::Closed
+    }
 }
 
 /// What [`parse_request`] found at the front of the buffer.
@@ -182,6 +214,8 @@ enum Parsed {
     Request(Request<Body>, bool),
     /// A request for hyper's server (left in the buffer).
     Handover,
+    /// Not an HTTP/1.1 head: answered `400` ([`GatewayError::MalformedHead`]).
+    Malformed,
 }
 
 /// Takes a request head this server serves off the front of `buf`, its fields in
@@ -197,14 +231,18 @@ fn parse_request(buf: &mut BytesMut, fields: &mut HeaderMap) -> Parsed {
     ) {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) => return Parsed::Partial,
-        // Malformed, or more fields than the slots: hyper's server answers as before.
-        Err(_) => return Parsed::Handover,
+        // Not HTTP/1 (h2c's preface, other versions), or more fields than the slots
+        // (hyper's limit leaves room for the gateway's JSON `431`): hyper's server.
+        Err(httparse::Error::Version | httparse::Error::TooManyHeaders) => {
+            return Parsed::Handover;
+        }
+        Err(_) => return Parsed::Malformed,
     };
     if parsed.version != Some(1) {
         return Parsed::Handover;
     }
     let Ok(method) = Method::from_bytes(parsed.method.unwrap_or("").as_bytes()) else {
-        return Parsed::Handover;
+        return Parsed::Malformed;
     };
     if method == Method::HEAD || method == Method::CONNECT {
         return Parsed::Handover;
@@ -228,12 +266,8 @@ fn parse_request(buf: &mut BytesMut, fields: &mut HeaderMap) -> Parsed {
     let target = offsets.of(parsed.path.unwrap_or("").as_bytes());
     let head = buf.split_to(len).freeze();
     let Some(request) = build_request(&head, method, target, &offsets, fields) else {
-        // Not something `http` takes: back in front of the buffer, for hyper's server.
-        let mut restored = BytesMut::with_capacity(head.len() + buf.len());
-        restored.extend_from_slice(&head);
-        restored.extend_from_slice(buf);
-        *buf = restored;
-        return Parsed::Handover;
+        // A target or field `httparse` passed and `http` does not take.
+        return Parsed::Malformed;
     };
     Parsed::Request(request, close)
 }
@@ -590,24 +624,34 @@ mod tests {
             "HEAD / HTTP/1.1\r\n\r\n",
             "CONNECT example.com:443 HTTP/1.1\r\n\r\n",
             "GET / HTTP/1.0\r\n\r\n",
-            "GET / HTTP/1.1\r\nno colon here\r\n\r\n",
             "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
-            // httparse takes this target, `http::Uri` does not.
-            "GET http:// HTTP/1.1\r\n\r\n",
-            // Smuggling shapes: a length beside chunked, two lengths, a space before the
-            // colon, a folded line, a bare LF inside a value, a NUL in the target.
+            // Smuggling shapes: a length beside chunked, two lengths, a bare LF before a
+            // length, a signed length.
             "GET / HTTP/1.1\r\nContent-Length: 0\r\nTransfer-Encoding: chunked\r\n\r\n",
             "GET / HTTP/1.1\r\nContent-Length: 0\r\nContent-Length: 7\r\n\r\n",
-            "GET / HTTP/1.1\r\nContent-Length : 5\r\n\r\nhello",
-            "GET / HTTP/1.1\r\nX-A: 1\r\n Content-Length: 5\r\n\r\nhello",
             "GET / HTTP/1.1\r\nX-A: 1\nContent-Length: 5\r\n\r\nhello",
-            "GET /\0 HTTP/1.1\r\n\r\n",
             "GET / HTTP/1.1\r\nContent-Length: +0\r\n\r\n",
             &many,
         ] {
             let (parsed, rest) = parse(head);
             assert!(matches!(parsed, Parsed::Handover), "{head:?} taken");
             assert_eq!(&rest[..], head.as_bytes(), "{head:?} not left as it was");
+        }
+    }
+
+    #[test]
+    fn heads_that_are_not_http11_are_malformed() {
+        for head in [
+            "GET / HTTP/1.1\r\nno colon here\r\n\r\n",
+            "G@T / HTTP/1.1\r\n\r\n",
+            "GET /\0 HTTP/1.1\r\n\r\n",
+            // A space before the colon, a folded line: smuggling shapes.
+            "GET / HTTP/1.1\r\nContent-Length : 5\r\n\r\nhello",
+            "GET / HTTP/1.1\r\nX-A: 1\r\n Content-Length: 5\r\n\r\nhello",
+            // httparse takes this target, `http::Uri` does not.
+            "GET http:// HTTP/1.1\r\n\r\n",
+        ] {
+            assert!(matches!(parse(head).0, Parsed::Malformed), "{head:?}");
         }
     }
 
