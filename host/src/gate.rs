@@ -98,14 +98,14 @@ impl<F: Future> Future for Gated<F> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::sync::Mutex;
     use std::sync::atomic::AtomicUsize;
 
     use super::*;
 
     /// One poll of `gated`, as its task would make it.
-    async fn poll_once<F: Future>(gated: &mut Gated<F>) -> Poll<F::Output> {
+    pub(crate) async fn poll_once<F: Future>(gated: &mut Gated<F>) -> Poll<F::Output> {
         std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut *gated).poll(cx))).await
     }
 

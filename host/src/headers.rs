@@ -45,7 +45,7 @@ pub fn request_id(headers: &HeaderMap) -> HeaderValue {
     new_request_id()
 }
 
-fn new_request_id() -> HeaderValue {
+pub(crate) fn new_request_id() -> HeaderValue {
     let mut buf = [0u8; uuid::fmt::Simple::LENGTH];
     uuid::Uuid::new_v4().simple().encode_lower(&mut buf);
     // The id is cloned into the upstream request and the response: bytes owned through

@@ -32,16 +32,13 @@ use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use super::{Activity, Shared, Shutdown, TrackedBody, TrackedIo};
 use crate::body::{Body, BoxError};
 use crate::error::GatewayError;
-use crate::http1::Offsets;
+use crate::http1::{MAX_FIELDS, Offsets};
 use crate::pipeline::ConnInfo;
 
 /// Bytes read from the connection at a time, at most.
 const READ_SIZE: usize = 8 * 1024;
 /// The least room a read is given.
 const MIN_READ: usize = 1024;
-/// The most fields a head parsed here may have; a head with more is handed to hyper's
-/// server (whose limit leaves room for the gateway's JSON `431`).
-const MAX_FIELDS: usize = crate::http1::MAX_FIELDS;
 /// Body bytes copied behind the response head to go out in the same write; larger bodies
 /// are written from their own buffers.
 const COALESCE_BYTES: usize = 16 * 1024;
@@ -77,7 +74,7 @@ where
     W: Future<Output = &'static str> + Unpin,
 {
     /// Serves requests until the connection ends or one goes to hyper's server.
-    pub async fn serve(self) -> Ended {
+    pub async fn serve(mut self) -> Ended {
         let mut read = BytesMut::with_capacity(READ_SIZE);
         let mut write = Vec::new();
         // A response's map, emptied, holds the next request's fields.
@@ -153,16 +150,7 @@ where
             drop(body);
             match written {
                 Ok(true) => {}
-                Ok(false) => {
-                    // Ended in order (a TCP FIN, a TLS close_notify), as hyper's server
-                    // ends a connection; bounded by the timeouts like any write.
-                    tokio::select! {
-                        biased;
-                        _ = self.io.shutdown() => {}
-                        _ = &mut *self.watchdog => {}
-                    }
-                    return Ended::Closed;
-                }
+                Ok(false) => return self.end().await,
                 Err(e) => {
                     tracing::debug!(error = %e, "connection write failed");
                     return Ended::Closed;
@@ -176,8 +164,8 @@ where
     /// Answers a malformed head with the gateway's JSON `400` and ends the connection (in
     /// order): where a next request would start is unknown. The request never reached a
     /// gateway, so only the debug log sees it.
-    async fn refuse(self, out: &mut Vec<u8>) -> Ended {
-        let request_id = crate::headers::request_id(&HeaderMap::new());
+    async fn refuse(mut self, out: &mut Vec<u8>) -> Ended {
+        let request_id = crate::headers::new_request_id();
         let error = GatewayError::MalformedHead;
         tracing::debug!(
             request_id = request_id.to_str().unwrap_or(""),
@@ -193,10 +181,22 @@ where
         let mut body = TrackedBody::new(body, guard, None);
         tokio::select! {
             biased;
-            _ = async {
-                let _ = write_response(self.io, out, &parts, &mut body, true).await;
-                let _ = self.io.shutdown().await;
-            } => {}
+            written = write_response(self.io, out, &parts, &mut body, true) => {
+                if written.is_ok() {
+                    return self.end().await;
+                }
+            }
+            _ = &mut *self.watchdog => {}
+        }
+        Ended::Closed
+    }
+
+    /// Ends the connection in order (a TCP FIN, a TLS close_notify), as hyper's server
+    /// does, bounded by the timeouts like any write.
+    async fn end(&mut self) -> Ended {
+        tokio::select! {
+            biased;
+            _ = self.io.shutdown() => {}
             _ = &mut *self.watchdog => {}
         }
         Ended::Closed
@@ -222,6 +222,8 @@ enum Parsed {
 /// `fields` (emptied; the request then owns the map). Field values are slices of the
 /// head's bytes, shared, not copied.
 fn parse_request(buf: &mut BytesMut, fields: &mut HeaderMap) -> Parsed {
+    // A head with more fields than these slots is handed to hyper's server, whose limit
+    // leaves room for the gateway's JSON `431`.
     let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_FIELDS];
     let mut parsed = httparse::Request::new(&mut []);
     let len = match httparse::ParserConfig::default().parse_request_with_uninit_headers(

@@ -10,8 +10,10 @@
 //!
 //! `accept` phase: a connection needs a permit of the connection cap before it is served
 //! (beyond the cap, one client per listener waits accepted but unserved, the others in the
-//! kernel's backlog), then the TLS handshake (bounded by `header_read_timeout`), then hyper
-//! serves HTTP/1.1 or HTTP/2 (by ALPN on TLS, by preface on plain TCP).
+//! kernel's backlog), then the TLS handshake (bounded by `header_read_timeout`), then
+//! HTTP: a connection that may speak HTTP/1 starts on weir's own HTTP/1.1 server
+//! ([`h1`]), which hands it to hyper's server at the first request it does not take;
+//! hyper serves HTTP/2 (by ALPN on TLS, by preface on plain TCP) and the admin listener.
 //!
 //! Two timeouts watch every connection, both from [`Activity`]:
 //! - `header_read_timeout`: once the first byte of a request head arrives on an HTTP/1
@@ -919,11 +921,7 @@ pub fn plain_status(status: StatusCode, message: &str) -> Response<Body> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// One poll of `gated`, as its task would make it.
-    async fn poll_once<F: Future>(gated: &mut Gated<F>) -> Poll<F::Output> {
-        std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut *gated).poll(cx))).await
-    }
+    use crate::gate::tests::poll_once;
 
     #[tokio::test]
     async fn shutdown_resolves_once_its_token_is_cancelled() {

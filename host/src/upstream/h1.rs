@@ -248,8 +248,9 @@ impl Connection {
             yield_once().await;
             self.write_request(&parts.method, &parts.uri, &parts.headers, added, body)
                 .await?;
-            // The request's header map, emptied, holds the response's: hyper's server
-            // keeps a response's map for the next request it reads on that connection, so
+            // The request's header map, emptied, holds the response's: the client
+            // connection's server (weir's `server/h1.rs`, or hyper's) keeps a response's map
+            // for the next request it reads on that connection, so
             // one map, grown once to what the gateway adds, serves a client connection's
             // every request and response instead of two allocated (and regrown) per
             // request. It is emptied only once a response head is complete.
