@@ -198,10 +198,23 @@ impl Exchange {
         &self.trace
     }
 
+    /// Puts the request id on `response` (`x-request-id`, replacing an upstream's).
+    pub fn stamp<B>(&self, response: &mut Response<B>) {
+        response
+            .headers_mut()
+            .insert(&X_REQUEST_ID, self.request_id.clone());
+    }
+
     /// The `log` phase: metrics and the access log line, once `bytes_out` body bytes
     /// were sent.
     pub fn finish(self, gateway: &Gateway, bytes_out: u64) {
-        let elapsed = self.start.elapsed();
+        self.finish_at(gateway, bytes_out, Instant::now());
+    }
+
+    /// [`Exchange::finish`] for a response sent by `now` (a clock reading the caller
+    /// shares).
+    pub fn finish_at(self, gateway: &Gateway, bytes_out: u64, now: Instant) {
+        let elapsed = now.saturating_duration_since(self.start);
         let metrics = self
             .route
             .and_then(|i| gateway.route_metrics.get(i))
@@ -423,7 +436,8 @@ impl Gateway {
     /// Serves one request and runs the `log` phase at once (for callers that do not
     /// stream the response themselves). Never fails: errors become gateway responses.
     pub async fn handle(&self, request: Request<Body>, conn: &ConnInfo) -> Response<Body> {
-        let (response, exchange) = self.serve(request, conn).await;
+        let (mut response, exchange) = self.serve(request, conn).await;
+        exchange.stamp(&mut response);
         let bytes = http_body::Body::size_hint(response.body())
             .exact()
             .unwrap_or(0);
@@ -432,7 +446,9 @@ impl Gateway {
     }
 
     /// Serves one request: every phase up to the response head. The caller sends the
-    /// response and then [`Exchange::finish`]es it.
+    /// response with its `x-request-id` ([`Exchange::stamp`], or written with the head
+    /// as weir's HTTP/1.1 server does, which spares the header map a hashed insert) and
+    /// then [`Exchange::finish`]es it.
     pub async fn serve(
         &self,
         request: Request<Body>,
@@ -474,9 +490,6 @@ impl Gateway {
             Some(Err(error)) => self.rescue(error, &mut exchange),
             None => self.rescue(GatewayError::RequestTimeout(timeout), &mut exchange),
         };
-        response
-            .headers_mut()
-            .insert(&X_REQUEST_ID, exchange.request_id.clone());
         if let Some(cors) = &exchange.cors {
             cors.apply(response.headers_mut());
         }
@@ -1040,8 +1053,7 @@ pub(crate) async fn buffer_body(
 /// refused at once (`413` before anything is read or sent); otherwise the body is capped
 /// as it streams, so chunked bodies cannot slip past.
 fn limit_body(headers: &HeaderMap, body: &mut Body, limit: u64) -> Result<(), GatewayError> {
-    let declared = headers
-        .get(CONTENT_LENGTH)
+    let declared = headers::find(headers, &CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|len| len > limit) {
@@ -1056,7 +1068,7 @@ fn limit_body(headers: &HeaderMap, body: &mut Body, limit: u64) -> Result<(), Ga
 fn request_host(request: &Request<Body>) -> Result<Option<Cow<'_, str>>, GatewayError> {
     let raw = match request.uri().host() {
         Some(host) => host,
-        None => match request.headers().get(HOST) {
+        None => match headers::find(request.headers(), &HOST) {
             Some(value) => {
                 let text = value.to_str().map_err(|_| GatewayError::BadHost)?;
                 // Nearly every `Host` is a name or IPv4 address and maybe a port: split off

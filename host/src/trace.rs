@@ -35,7 +35,9 @@ impl TraceContext {
     /// new ids (injected so tests are deterministic).
     pub fn from_headers(headers: &HeaderMap, random: &mut impl FnMut() -> u128) -> TraceContext {
         let span_id = nonzero_span(random);
-        if let Some(parent) = headers.get(&TRACEPARENT).and_then(parse_traceparent) {
+        if let Some(parent) =
+            crate::headers::find(headers, &TRACEPARENT).and_then(parse_traceparent)
+        {
             return TraceContext {
                 trace_id: parent.0,
                 span_id,
@@ -145,7 +147,7 @@ fn hex(bytes: &[u8]) -> String {
 
 /// Writes `bytes` as lower-case hex digits into `out` (two per byte; extra room is left
 /// as it was).
-fn write_hex(bytes: &[u8], out: &mut [u8]) {
+pub(crate) fn write_hex(bytes: &[u8], out: &mut [u8]) {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     for (b, pair) in bytes.iter().zip(out.chunks_exact_mut(2)) {
         pair[0] = DIGITS[usize::from(b >> 4)];

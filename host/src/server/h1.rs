@@ -24,7 +24,7 @@ use std::time::SystemTime;
 
 use bytes::{Bytes, BytesMut};
 use http::header::{CONNECTION, CONTENT_LENGTH, DATE, TRANSFER_ENCODING};
-use http::{HeaderMap, Method, Request, StatusCode, Uri, Version};
+use http::{HeaderMap, HeaderValue, Method, Request, StatusCode, Uri, Version};
 use http_body::Body as _;
 use http_body_util::BodyExt as _;
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
@@ -32,7 +32,8 @@ use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use super::{Activity, Shared, Shutdown, TrackedBody, TrackedIo};
 use crate::body::{Body, BoxError};
 use crate::error::GatewayError;
-use crate::http1::{MAX_FIELDS, Offsets};
+use crate::headers::X_REQUEST_ID;
+use crate::http1::{MAX_FIELDS, Offsets, Table, has_close};
 use crate::pipeline::ConnInfo;
 
 /// Bytes read from the connection at a time, at most.
@@ -79,11 +80,12 @@ where
         let mut write = Vec::new();
         // A response's map, emptied, holds the next request's fields.
         let mut fields = HeaderMap::new();
+        let mut table = Table::new();
         loop {
             let (request, close) = loop {
                 // (An empty buffer, the usual one after a response, is not parsed.)
                 if !read.is_empty() {
-                    match parse_request(&mut read, &mut fields) {
+                    match parse_request(&mut read, &mut fields, &mut table) {
                         Parsed::Request(request, close) => break (request, close),
                         Parsed::Handover => return Ended::Handover(read.freeze()),
                         Parsed::Malformed => return self.refuse(&mut write).await,
@@ -173,9 +175,7 @@ where
             "request refused"
         );
         let mut response = error.into_response(request_id.to_str().unwrap_or(""));
-        response
-            .headers_mut()
-            .insert(crate::headers::X_REQUEST_ID.clone(), request_id);
+        response.headers_mut().insert(&X_REQUEST_ID, request_id);
         let (parts, body) = response.into_parts();
         let guard = self.activity.request_started(Version::HTTP_11);
         let mut body = TrackedBody::new(body, guard, None);
@@ -220,8 +220,8 @@ enum Parsed {
 
 /// Takes a request head this server serves off the front of `buf`, its fields in
 /// `fields` (emptied; the request then owns the map). Field values are slices of the
-/// head's bytes, shared, not copied.
-fn parse_request(buf: &mut BytesMut, fields: &mut HeaderMap) -> Parsed {
+/// head's bytes, shared, not copied; `table` is the connection's room for their offsets.
+fn parse_request(buf: &mut BytesMut, fields: &mut HeaderMap, table: &mut Table) -> Parsed {
     // A head with more fields than these slots is handed to hyper's server, whose limit
     // leaves room for the gateway's JSON `431`.
     let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_FIELDS];
@@ -263,8 +263,7 @@ fn parse_request(buf: &mut BytesMut, fields: &mut HeaderMap) -> Parsed {
             _ => {}
         }
     }
-    let mut table = crate::http1::TABLE;
-    let offsets = Offsets::new(buf, parsed.headers, &mut table);
+    let offsets = Offsets::new(buf, parsed.headers, table);
     let target = offsets.of(parsed.path.unwrap_or("").as_bytes());
     let head = buf.split_to(len).freeze();
     let Some(request) = build_request(&head, method, target, &offsets, fields) else {
@@ -290,13 +289,6 @@ fn build_request(
     Some(request)
 }
 
-/// Whether a `Connection` field's value holds `close`.
-fn has_close(value: &[u8]) -> bool {
-    value
-        .split(|&b| b == b',')
-        .any(|token| token.trim_ascii().eq_ignore_ascii_case(b"close"))
-}
-
 /// How a response body is framed (RFC 9112 §6).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Framing {
@@ -315,7 +307,13 @@ async fn write_response<I: AsyncWrite + Unpin>(
     close: bool,
 ) -> io::Result<bool> {
     out.clear();
-    let (framing, close) = write_head(out, parts, body.size_hint().exact(), close);
+    let (framing, close) = write_head(
+        out,
+        parts,
+        body.size_hint().exact(),
+        body.request_id(),
+        close,
+    );
     let mut remaining = match framing {
         Framing::None => return finish(io, out, !close).await,
         Framing::Length(len) => len,
@@ -427,12 +425,17 @@ async fn append<I: AsyncWrite + Unpin>(
 /// of what is sent (`Content-Length` from the response's single valid field, else from
 /// the body's exact length; chunked otherwise; none for `1xx`, `204`, `304`), `Connection:
 /// close` when the connection ends after it (`close`, or the response's own field says
-/// so), and a `Date` when the response has none. One pass over the fields; returns the
-/// framing and whether the connection ends.
+/// so), and a `Date` when the response has none. `request_id`, when there is one, goes out
+/// as `x-request-id` in place of any the response has (what [`Exchange::stamp`] does to a
+/// map, without its hashed insert). One pass over the fields; returns the framing and
+/// whether the connection ends.
+///
+/// [`Exchange::stamp`]: crate::pipeline::Exchange::stamp
 fn write_head(
     out: &mut Vec<u8>,
     parts: &http::response::Parts,
     body_len: Option<u64>,
+    request_id: Option<&HeaderValue>,
     close: bool,
 ) -> (Framing, bool) {
     let status = parts.status;
@@ -462,6 +465,8 @@ fn write_head(
             says_close |= has_close(value.as_bytes());
         } else if *name == DATE {
             dated = true;
+        } else if request_id.is_some() && *name == X_REQUEST_ID {
+            continue;
         }
         crate::headers::write_field(out, name, value.as_bytes());
     }
@@ -474,14 +479,18 @@ fn write_head(
     };
     match framing {
         Framing::None => {}
-        // Writing into a `Vec` cannot fail.
         Framing::Length(len) => {
-            let _ = std::io::Write::write_fmt(out, format_args!("content-length: {len}\r\n"));
+            out.extend_from_slice(b"content-length: ");
+            out.extend_from_slice(itoa::Buffer::new().format(len).as_bytes());
+            out.extend_from_slice(b"\r\n");
         }
         Framing::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
     }
     if close && !says_close {
         out.extend_from_slice(b"connection: close\r\n");
+    }
+    if let Some(id) = request_id {
+        crate::headers::write_field(out, &X_REQUEST_ID, id.as_bytes());
     }
     if !dated {
         write_date(out);
@@ -580,7 +589,7 @@ mod tests {
 
     fn parse(text: &str) -> (Parsed, BytesMut) {
         let mut buf = BytesMut::from(text.as_bytes());
-        let parsed = parse_request(&mut buf, &mut HeaderMap::new());
+        let parsed = parse_request(&mut buf, &mut HeaderMap::new(), &mut Table::new());
         (parsed, buf)
     }
 
@@ -675,7 +684,7 @@ mod tests {
         *response.headers_mut() = crate::headers::header_map(fields);
         let (parts, ()) = response.into_parts();
         let mut out = Vec::new();
-        let (framing, closes) = write_head(&mut out, &parts, body_len, close);
+        let (framing, closes) = write_head(&mut out, &parts, body_len, None, close);
         (String::from_utf8(out).expect("ascii"), framing, closes)
     }
 
@@ -737,6 +746,26 @@ mod tests {
         assert_eq!(closing.matches("connection").count(), 1, "{closing}");
         assert!(closing.ends_with(" GMT\r\n\r\n"), "{closing}");
         assert!(head(200, &[("connection", "Keep-Alive, Close")], None, false).2);
+    }
+
+    #[test]
+    fn the_request_id_replaces_the_responses_own() {
+        let mut response = http::Response::new(());
+        *response.headers_mut() = crate::headers::header_map(&[
+            ("date", "Sat, 05 Dec 2026 08:00:00 GMT"),
+            ("x-request-id", "from-upstream"),
+            ("x-request-id", "twice"),
+            ("x-a", "1"),
+        ]);
+        let (parts, ()) = response.into_parts();
+        let id = HeaderValue::from_static("0123abcd");
+        let mut out = Vec::new();
+        write_head(&mut out, &parts, Some(0), Some(&id), false);
+        assert_eq!(
+            String::from_utf8(out).expect("ascii"),
+            "HTTP/1.1 200 OK\r\ndate: Sat, 05 Dec 2026 08:00:00 GMT\r\nx-a: 1\r\n\
+             content-length: 0\r\nx-request-id: 0123abcd\r\n\r\n"
+        );
     }
 
     #[test]

@@ -628,6 +628,7 @@ where
                         let gateway = shared.gateway();
                         let serve = gateway.serve(request.map(Body::stream), &info);
                         let (mut response, exchange) = std::pin::pin!(serve).await;
+                        exchange.stamp(&mut response);
                         if let Some(tunnel) = Switched::take(&mut response) {
                             *lock(&switched) = Some(tunnel);
                         }
@@ -686,8 +687,14 @@ fn info_peer(_activity: &Activity) -> &'static str {
 
 /// Milliseconds since the first call: the clock of [`Activity`].
 fn now_ms() -> u64 {
+    ms_at(Instant::now())
+}
+
+/// `at` on the clock of [`Activity`].
+fn ms_at(at: Instant) -> u64 {
     static EPOCH: OnceLock<Instant> = OnceLock::new();
-    EPOCH.get_or_init(Instant::now).elapsed().as_millis() as u64
+    at.saturating_duration_since(*EPOCH.get_or_init(Instant::now))
+        .as_millis() as u64
 }
 
 /// What a connection is doing, for its timeouts. Updated by [`TrackedIo`] on every read
@@ -745,7 +752,10 @@ impl Activity {
         }
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         self.head_started_ms.store(0, Ordering::Relaxed);
-        InFlight(self.clone())
+        InFlight {
+            activity: self.clone(),
+            ended_at: None,
+        }
     }
 
     /// Completes when a timeout fires, with the reason.
@@ -785,12 +795,18 @@ impl Activity {
 }
 
 /// Marks a request in flight until its response body has been sent (or dropped).
-struct InFlight(Arc<Activity>);
+struct InFlight {
+    activity: Arc<Activity>,
+    /// When the request ended, if the clock was read for it already.
+    ended_at: Option<Instant>,
+}
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
-        self.0.last_ms.store(now_ms(), Ordering::Relaxed);
+        let activity = &self.activity;
+        activity.in_flight.fetch_sub(1, Ordering::Relaxed);
+        let ended = self.ended_at.map_or_else(now_ms, ms_at);
+        activity.last_ms.store(ended, Ordering::Relaxed);
     }
 }
 
@@ -800,7 +816,7 @@ impl Drop for InFlight {
 /// request's [`Exchange`]: the `log` phase.
 struct TrackedBody {
     body: Body,
-    _guard: InFlight,
+    guard: InFlight,
     bytes_out: u64,
     exchange: Option<(Arc<Gateway>, Exchange)>,
 }
@@ -809,18 +825,28 @@ impl TrackedBody {
     fn new(body: Body, guard: InFlight, exchange: Option<(Arc<Gateway>, Exchange)>) -> Self {
         TrackedBody {
             body,
-            _guard: guard,
+            guard,
             bytes_out: 0,
             exchange,
         }
+    }
+
+    /// The id of the request this body answers, when it went through the gateway.
+    fn request_id(&self) -> Option<&http::HeaderValue> {
+        self.exchange
+            .as_ref()
+            .map(|(_, exchange)| exchange.request_id())
     }
 }
 
 impl Drop for TrackedBody {
     fn drop(&mut self) {
+        // One clock reading for the request's latency and the connection's activity.
+        let now = Instant::now();
         if let Some((gateway, exchange)) = self.exchange.take() {
-            exchange.finish(&gateway, self.bytes_out);
+            exchange.finish_at(&gateway, self.bytes_out, now);
         }
+        self.guard.ended_at = Some(now);
     }
 }
 

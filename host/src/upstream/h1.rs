@@ -181,6 +181,8 @@ struct Inner {
     write: Vec<u8>,
     /// Times each request's exchange, re-armed for the next (see [`crate::timer`]).
     timer: Option<crate::timer::Timer>,
+    /// Where a response head's fields are while it is parsed, kept for the next.
+    offsets: crate::http1::Table,
 }
 
 impl std::fmt::Debug for Connection {
@@ -198,6 +200,7 @@ impl Connection {
             read: BytesMut::new(),
             write: Vec::new(),
             timer: None,
+            offsets: crate::http1::Table::new(),
         }))
     }
 
@@ -294,16 +297,17 @@ impl Connection {
         if let Some(host) = added.host {
             write_field(head, &HOST, host.as_bytes());
         }
+        let mut declared = false;
         for (name, value) in headers {
             if name == TRANSFER_ENCODING || added.replaces(name) {
                 continue;
             }
+            declared |= name == CONTENT_LENGTH;
             write_field(head, name, value.as_bytes());
         }
         if let Some(forwarding) = added.forwarding {
             forwarding.write(head);
         }
-        let declared = headers.contains_key(CONTENT_LENGTH);
         let chunked = if body.is_end_stream() {
             if !declared && matches!(*method, Method::POST | Method::PUT | Method::PATCH) {
                 head.extend_from_slice(b"content-length: 0\r\n");
@@ -362,7 +366,10 @@ impl Connection {
         let mut interim = false;
         loop {
             let head = loop {
-                if let Some(head) = parse_head(&mut self.0.read, headers)? {
+                // (Nothing is read yet when the request was just sent.)
+                if !self.0.read.is_empty()
+                    && let Some(head) = parse_head(&mut self.0.read, headers, &mut self.0.offsets)?
+                {
                     break head;
                 }
                 if self.0.read.len() >= MAX_HEAD {
@@ -390,10 +397,9 @@ impl Connection {
                 *headers = head.into_parts().0.headers;
                 continue;
             }
-            let framing = framing(head.headers(), head.status(), head_request)?;
-            let keep_alive = framing != Framing::Close
-                && head.version() == Version::HTTP_11
-                && !crate::headers::has_token(head.headers(), &CONNECTION, "close");
+            let (framing, close) = framing(head.headers(), head.status(), head_request)?;
+            let keep_alive =
+                framing != Framing::Close && head.version() == Version::HTTP_11 && !close;
             return Ok((head, framing, keep_alive));
         }
     }
@@ -438,7 +444,11 @@ async fn yield_once() {
 /// Parsed once; the fields' values are then slices of the head's bytes (shared, not
 /// copied), found again by their offsets. The fields go into `headers`, emptied first (its
 /// allocation is reused), which the response then owns.
-fn parse_head(buf: &mut BytesMut, headers: &mut HeaderMap) -> Result<Option<Response<()>>, Error> {
+fn parse_head(
+    buf: &mut BytesMut,
+    headers: &mut HeaderMap,
+    table: &mut crate::http1::Table,
+) -> Result<Option<Response<()>>, Error> {
     let mut fields = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
     let mut parsed = httparse::Response::new(&mut []);
     let len = match httparse::ParserConfig::default()
@@ -455,8 +465,7 @@ fn parse_head(buf: &mut BytesMut, headers: &mut HeaderMap) -> Result<Option<Resp
     } else {
         Version::HTTP_11
     };
-    let mut table = crate::http1::TABLE;
-    let offsets = crate::http1::Offsets::new(buf, parsed.headers, &mut table);
+    let offsets = crate::http1::Offsets::new(buf, parsed.headers, table);
     let head = buf.split_to(len).freeze();
     offsets.fill(&head, headers).map_err(|bad| {
         Error::Parse(match bad {
@@ -481,22 +490,31 @@ enum Framing {
     Close,
 }
 
-fn framing(headers: &HeaderMap, status: StatusCode, head_request: bool) -> Result<Framing, Error> {
-    if head_request || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
-        return Ok(Framing::Length(0));
-    }
-    // One pass over the fields, names compared rather than hashed (two lookups cost
-    // ~400 instructions per response); a name's values come in their order.
+/// How the response's body ends (RFC 9112 §6.3), and whether its `Connection` field says
+/// `close` (on any of its lines).
+fn framing(
+    headers: &HeaderMap,
+    status: StatusCode,
+    head_request: bool,
+) -> Result<(Framing, bool), Error> {
+    // One pass over the fields, names compared rather than hashed (three lookups cost
+    // ~550 instructions per response); a name's values come in their order.
     let mut coding = None;
     let mut length: Result<Option<u64>, Error> = Ok(None);
+    let mut close = false;
     for (name, value) in headers {
         if *name == TRANSFER_ENCODING {
             coding = Some(value);
-        } else if *name == CONTENT_LENGTH
-            && let Ok(known) = length
-        {
-            length = content_length(value, known);
+        } else if *name == CONTENT_LENGTH {
+            if let Ok(known) = length {
+                length = content_length(value, known);
+            }
+        } else if *name == CONNECTION {
+            close |= crate::http1::has_close(value.as_bytes());
         }
+    }
+    if head_request || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
+        return Ok((Framing::Length(0), close));
     }
     // Transfer-Encoding overrides Content-Length, even a bad one (RFC 9112 §6.3, 3).
     if let Some(coding) = coding {
@@ -506,13 +524,14 @@ fn framing(headers: &HeaderMap, status: StatusCode, head_request: bool) -> Resul
             .next()
             .unwrap_or_default()
             .trim_ascii();
-        return Ok(if last.eq_ignore_ascii_case(b"chunked") {
+        let framing = if last.eq_ignore_ascii_case(b"chunked") {
             Framing::Chunked
         } else {
             Framing::Close
-        });
+        };
+        return Ok((framing, close));
     }
-    Ok(length?.map_or(Framing::Close, Framing::Length))
+    Ok((length?.map_or(Framing::Close, Framing::Length), close))
 }
 
 /// `known` (what earlier `Content-Length` values said) checked against `value`: every
@@ -520,13 +539,13 @@ fn framing(headers: &HeaderMap, status: StatusCode, head_request: bool) -> Resul
 fn content_length(value: &HeaderValue, mut known: Option<u64>) -> Result<Option<u64>, Error> {
     for part in value.as_bytes().split(|b| *b == b',') {
         let part = part.trim_ascii();
+        // At most 19 digits: no `u64` overflow.
         if part.is_empty() || !part.iter().all(u8::is_ascii_digit) || part.len() > 19 {
             return Err(Error::ContentLength);
         }
-        let n: u64 = std::str::from_utf8(part)
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .ok_or(Error::ContentLength)?;
+        let n = part
+            .iter()
+            .fold(0u64, |n, digit| n * 10 + u64::from(digit - b'0'));
         if known.is_some_and(|l| l != n) {
             return Err(Error::ContentLength);
         }
@@ -1154,6 +1173,9 @@ mod tests {
     #[test]
     fn framing_follows_rfc_9112() {
         use crate::headers::header_map as headers;
+        let framing = |headers: &HeaderMap, status, head| {
+            super::framing(headers, status, head).map(|(framing, _)| framing)
+        };
         let ok = StatusCode::OK;
         let cl = headers(&[("content-length", "5")]);
         assert_eq!(framing(&cl, ok, false).ok(), Some(Framing::Length(5)));
@@ -1179,5 +1201,36 @@ mod tests {
         assert!(framing(&differ, ok, false).is_err());
         let bad = headers(&[("content-length", "x"), ("transfer-encoding", "chunked")]);
         assert_eq!(framing(&bad, ok, false).ok(), Some(Framing::Chunked));
+    }
+
+    #[test]
+    fn connection_close_on_any_line_ends_the_connection() {
+        use crate::headers::header_map as headers;
+        let close = |pairs: &[(&str, &str)]| {
+            super::framing(&headers(pairs), StatusCode::OK, false).map(|(_, close)| close)
+        };
+        let length = ("content-length", "1");
+        assert_eq!(close(&[length]).ok(), Some(false));
+        assert_eq!(
+            close(&[length, ("connection", "keep-alive")]).ok(),
+            Some(false)
+        );
+        assert_eq!(close(&[length, ("connection", "Close")]).ok(), Some(true));
+        assert_eq!(
+            close(&[
+                ("connection", "keep-alive"),
+                length,
+                ("connection", "x, close ")
+            ])
+            .ok(),
+            Some(true)
+        );
+        // Also where the body's framing is fixed by the status.
+        let no_content = super::framing(
+            &headers(&[("connection", "close")]),
+            StatusCode::NO_CONTENT,
+            false,
+        );
+        assert_eq!(no_content.ok(), Some((Framing::Length(0), true)));
     }
 }

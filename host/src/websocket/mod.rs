@@ -69,7 +69,10 @@ impl Handshake {
     /// upgrade` and `Upgrade: websocket`, on a connection hyper can hand over. Takes the
     /// client's half of the upgrade out of the request's extensions.
     pub fn take(parts: &mut http::request::Parts) -> Option<Handshake> {
-        if parts.version != Version::HTTP_11
+        // The connection's upgrade first: most requests have none, and it is cheaper to
+        // look at than their fields.
+        if parts.extensions.get::<OnUpgrade>().is_none()
+            || parts.version != Version::HTTP_11
             || parts.method != Method::GET
             || !headers::wants_websocket(&parts.headers)
         {
