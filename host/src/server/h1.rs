@@ -121,6 +121,7 @@ where
                     }
                 }
             };
+            super::yield_once().await;
             let guard = self.activity.request_started(Version::HTTP_11);
             let gateway = self.shared.gateway();
             let (response, exchange) = {

@@ -242,13 +242,6 @@ impl Connection {
         let head_request = parts.method == Method::HEAD;
         let mut timer = crate::timer::arm(self.0.timer.take(), deadline);
         let exchange = async {
-            // Let the other requests that are ready on this thread reach this point first,
-            // so that their upstream writes go out together: a write wakes the upstream,
-            // which, on the same core, may then run at once for a single request (measured
-            // proxying a small `GET` with the backend on the gateway's core: 0.57 backend
-            // wake-ups per request when each request wrote as soon as it could, 0.2-0.3
-            // yielding first).
-            yield_once().await;
             self.write_request(&parts.method, &parts.uri, &parts.headers, added, body)
                 .await?;
             // The request's header map, emptied, holds the response's: the client
@@ -422,22 +415,6 @@ impl Connection {
             _ => Poll::Ready(Ok(())),
         }
     }
-}
-
-/// Returns `Pending` once, rescheduling the task behind those already runnable (unlike
-/// `tokio::task::yield_now`, which waits for the runtime's next I/O poll).
-async fn yield_once() {
-    let mut yielded = false;
-    std::future::poll_fn(|cx| {
-        if yielded {
-            Poll::Ready(())
-        } else {
-            yielded = true;
-            cx.waker().wake_by_ref();
-            Poll::Pending
-        }
-    })
-    .await;
 }
 
 /// Takes a complete response head off the front of `buf`: `None` until it is complete.
