@@ -159,7 +159,8 @@ where
                     return Ended::Closed;
                 }
             }
-            fields = std::mem::take(&mut parts.headers);
+            // (Swapped, not taken: the empty map goes with `parts`, none made or dropped.)
+            std::mem::swap(&mut fields, &mut parts.headers);
             fields.clear();
         }
     }
@@ -286,7 +287,7 @@ fn build_request(
     let mut request = Request::new(Body::Empty);
     *request.method_mut() = method;
     *request.uri_mut() = uri;
-    *request.headers_mut() = std::mem::take(fields);
+    std::mem::swap(request.headers_mut(), fields);
     Some(request)
 }
 

@@ -843,11 +843,11 @@ struct TrackedBody {
     body: Body,
     guard: InFlight,
     bytes_out: u64,
-    exchange: Option<(Arc<Gateway>, Exchange)>,
+    exchange: Option<(Arc<Gateway>, Box<Exchange>)>,
 }
 
 impl TrackedBody {
-    fn new(body: Body, guard: InFlight, exchange: Option<(Arc<Gateway>, Exchange)>) -> Self {
+    fn new(body: Body, guard: InFlight, exchange: Option<(Arc<Gateway>, Box<Exchange>)>) -> Self {
         TrackedBody {
             body,
             guard,

@@ -453,7 +453,7 @@ fn parse_head(
     let mut response = Response::new(());
     *response.status_mut() = status;
     *response.version_mut() = version;
-    *response.headers_mut() = std::mem::take(headers);
+    std::mem::swap(response.headers_mut(), headers);
     Ok(Some(response))
 }
 
