@@ -65,6 +65,9 @@ fn raw_answer(name: &str) -> Vec<&'static str> {
         "no-content" => vec!["HTTP/1.1 204 No Content\r\n\r\n"],
         "not-modified" => vec!["HTTP/1.1 304 Not Modified\r\netag: \"v1\"\r\n\r\n"],
         "short" => vec!["HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nabc"],
+        "own-id" => {
+            vec!["HTTP/1.1 200 OK\r\nx-request-id: from-upstream\r\ncontent-length: 2\r\n\r\nok"]
+        }
         _ => vec!["HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"],
     }
 }
@@ -133,6 +136,42 @@ async fn pipelined_requests_are_answered_in_order_with_length_date_and_request_i
     }
     // Still open: a fourth on the same connection.
     assert_eq!(conn.get("/mock").await.body, "mocked");
+}
+
+/// The values of `name` in `response`, in order.
+fn all<'r>(response: &'r crate::harness::RawResponse, name: &str) -> Vec<&'r str> {
+    response
+        .headers
+        .iter()
+        .filter(|(field, _)| field.eq_ignore_ascii_case(name))
+        .map(|(_, value)| value.as_str())
+        .collect()
+}
+
+#[tokio::test]
+async fn the_request_id_replaces_the_upstreams_in_either_server() {
+    let (gateway, _echo) = gateway().await;
+    let mut conn = RawConn::connect(gateway.http_addr()).await;
+    // weir's server: the client's id, or a new one, written into the head once.
+    conn.send("GET /raw/own-id HTTP/1.1\r\nHost: localhost\r\nx-request-id: client-7\r\n\r\n")
+        .await;
+    let kept = conn.read_response().await;
+    assert_eq!((kept.status, kept.body.as_str()), (200, "ok"));
+    assert_eq!(all(&kept, "x-request-id"), ["client-7"], "{kept:?}");
+    let new = conn.get("/raw/own-id").await;
+    let ids = all(&new, "x-request-id");
+    assert_eq!(ids.len(), 1, "{new:?}");
+    assert!(
+        ids[0].len() == 32 && ids[0].bytes().all(|b| b.is_ascii_hexdigit()),
+        "{new:?}"
+    );
+    // hyper's server (HTTP/1.0 is handed to it): the id put into the map, replacing.
+    let mut old = RawConn::connect(gateway.http_addr()).await;
+    old.send("GET /raw/own-id HTTP/1.0\r\nHost: localhost\r\nx-request-id: client-8\r\n\r\n")
+        .await;
+    let handed = old.read_response().await;
+    assert_eq!((handed.status, handed.body.as_str()), (200, "ok"));
+    assert_eq!(all(&handed, "x-request-id"), ["client-8"], "{handed:?}");
 }
 
 #[tokio::test]
